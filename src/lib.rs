@@ -1,0 +1,1 @@
+//! Peacefair PZEM energy meters over Modbus-RTU, for Victron Venus OS.
