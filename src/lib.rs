@@ -1,1 +1,35 @@
 //! Peacefair PZEM energy meters over Modbus-RTU, for Victron Venus OS.
+//!
+//! The core is sans-IO and allocation-free: [`frame`] builds requests and
+//! validates replies, [`ac`] and [`dc`] decode the two register maps,
+//! [`model`] knows the meters and their serial settings. I/O sits at the
+//! edges: [`transport`] carries frames over a [`transport::Port`] (serial
+//! line with feature `serial`, or [`tcp`]), and [`Client`] offers typed
+//! operations with bounded retries. [`sim`] emulates meters for tests,
+//! demos and benchmarks.
+//!
+//! With `default-features = false` only the core, the client, TCP and the
+//! simulator core are built: no serial port, no D-Bus.
+#![warn(missing_docs)]
+
+pub mod ac;
+pub mod address;
+pub mod client;
+pub mod crc;
+pub mod dc;
+pub mod error;
+pub mod frame;
+pub mod model;
+#[cfg(feature = "serial")]
+pub mod serial;
+pub mod tcp;
+pub mod transport;
+
+pub use ac::{AcParameters, AcReading};
+pub use address::Address;
+pub use client::{Client, Parameters, Reading};
+pub use dc::{DcParameters, DcReading, Shunt};
+pub use error::Error;
+pub use frame::{ExceptionCode, FrameError, Function, Reply, Request};
+pub use model::{Family, Model, ModelChoice, StopBits};
+pub use transport::{Port, RtuTransport, Transport};

@@ -1,0 +1,160 @@
+//! Meters behind serial-to-Ethernet gateways: Modbus-RTU tunnelled over a
+//! raw TCP socket, or Modbus TCP (MBAP framing).
+
+use std::io::{self, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::{Duration, Instant};
+
+use crate::address::Address;
+use crate::error::Error;
+use crate::frame::{MBAP_HEADER_LEN, Reply, Request};
+use crate::model::StopBits;
+use crate::transport::{DEFAULT_TIMEOUT, Port, ReplyBuffer, RtuTransport, Transport};
+
+/// A TCP connection as a byte [`Port`] (for RTU over TCP).
+#[derive(Debug)]
+pub struct TcpPort {
+    stream: TcpStream,
+}
+
+impl TcpPort {
+    /// Connect to `addr` (`host:port`) within `timeout`.
+    pub fn connect(addr: &str, timeout: Duration) -> io::Result<TcpPort> {
+        let mut last = io::Error::new(io::ErrorKind::NotFound, format!("{addr}: no address to connect to"));
+        for sa in addr.to_socket_addrs()? {
+            match TcpStream::connect_timeout(&sa, timeout) {
+                Ok(stream) => {
+                    stream.set_nodelay(true)?;
+                    return Ok(TcpPort { stream });
+                }
+                Err(e) => last = io::Error::new(e.kind(), format!("{addr}: {e}")),
+            }
+        }
+        Err(last)
+    }
+}
+
+impl Port for TcpPort {
+    fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.stream.write_all(bytes)
+    }
+
+    fn receive(&mut self, buf: &mut [u8], timeout: Duration) -> io::Result<usize> {
+        self.stream
+            .set_read_timeout(Some(timeout.max(Duration::from_millis(1))))?;
+        match self.stream.read(buf) {
+            Ok(0) => Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "gateway closed the connection",
+            )),
+            Ok(n) => Ok(n),
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => Ok(0),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn discard_input(&mut self) -> io::Result<()> {
+        self.stream.set_nonblocking(true)?;
+        let mut scratch = [0u8; 64];
+        let result = loop {
+            match self.stream.read(&mut scratch) {
+                Ok(0) => {
+                    break Err(io::Error::new(
+                        io::ErrorKind::ConnectionAborted,
+                        "gateway closed the connection",
+                    ));
+                }
+                Ok(_) => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Ok(()),
+                Err(e) => break Err(e),
+            }
+        };
+        self.stream.set_nonblocking(false)?;
+        result
+    }
+}
+
+/// Connect to a gateway that passes Modbus-RTU frames through a raw TCP
+/// socket.
+pub fn connect_rtu(addr: &str) -> io::Result<RtuTransport<TcpPort>> {
+    Ok(RtuTransport::new(
+        TcpPort::connect(addr, Duration::from_secs(3))?,
+        StopBits::One,
+    ))
+}
+
+/// Modbus TCP (MBAP header, no CRC) to a gateway.
+#[derive(Debug)]
+pub struct ModbusTcp {
+    port: TcpPort,
+    transaction: u16,
+    timeout: Duration,
+}
+
+impl ModbusTcp {
+    /// Connect to `addr` (`host:port`, usually port 502).
+    pub fn connect(addr: &str) -> io::Result<ModbusTcp> {
+        Ok(ModbusTcp {
+            port: TcpPort::connect(addr, Duration::from_secs(3))?,
+            transaction: 0,
+            timeout: DEFAULT_TIMEOUT,
+        })
+    }
+
+    fn fill(&mut self, buf: &mut [u8], deadline: Instant) -> Result<usize, Error> {
+        let mut got = 0;
+        while got < buf.len() {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            match self.port.receive(&mut buf[got..], deadline - now)? {
+                0 => break,
+                n => got += n,
+            }
+        }
+        Ok(got)
+    }
+}
+
+impl Transport for ModbusTcp {
+    fn transact<'b>(
+        &mut self,
+        address: Address,
+        request: &Request,
+        buf: &'b mut ReplyBuffer,
+    ) -> Result<Reply<'b>, Error> {
+        self.port.discard_input()?;
+        self.transaction = self.transaction.wrapping_add(1);
+        self.port
+            .send(request.tcp_frame(self.transaction, address).as_bytes())?;
+        let deadline = Instant::now() + self.timeout;
+        let got = self.fill(&mut buf[..MBAP_HEADER_LEN], deadline)?;
+        if got < MBAP_HEADER_LEN {
+            return Err(if got == 0 {
+                Error::NoAnswer
+            } else {
+                Error::Incomplete {
+                    expected: MBAP_HEADER_LEN,
+                    got,
+                }
+            });
+        }
+        let mut header = [0u8; MBAP_HEADER_LEN];
+        header.copy_from_slice(&buf[..MBAP_HEADER_LEN]);
+        let total = MBAP_HEADER_LEN + request.tcp_reply_remaining(self.transaction, &header)?;
+        let got = MBAP_HEADER_LEN + self.fill(&mut buf[MBAP_HEADER_LEN..total], deadline)?;
+        if got < total {
+            return Err(Error::Incomplete { expected: total, got });
+        }
+        Ok(request.decode_tcp_reply(self.transaction, address, &buf[..total])?)
+    }
+
+    fn set_timeout(&mut self, timeout: Duration) {
+        self.timeout = timeout;
+    }
+
+    fn timeout(&self) -> Duration {
+        self.timeout
+    }
+}
