@@ -22,6 +22,7 @@ pub mod frame;
 pub mod model;
 #[cfg(feature = "serial")]
 pub mod serial;
+pub mod sim;
 pub mod tcp;
 pub mod transport;
 

@@ -18,6 +18,11 @@ pub struct TcpPort {
 }
 
 impl TcpPort {
+    /// Wrap a connected stream.
+    pub fn from_stream(stream: TcpStream) -> TcpPort {
+        TcpPort { stream }
+    }
+
     /// Connect to `addr` (`host:port`) within `timeout`.
     pub fn connect(addr: &str, timeout: Duration) -> io::Result<TcpPort> {
         let mut last = io::Error::new(io::ErrorKind::NotFound, format!("{addr}: no address to connect to"));

@@ -1,0 +1,208 @@
+//! The client against the simulator over real transports: a pseudo-terminal
+//! pair (as a USB dongle would be), RTU over TCP and Modbus TCP.
+
+use std::time::Duration;
+
+use pzem::sim::{Faults, Pacing, SimBus, SimMeter, SimServer, TcpFraming};
+use pzem::tcp::{ModbusTcp, connect_rtu};
+use pzem::{Address, Client, Error, ExceptionCode, Family, Model, Reading, Shunt, StopBits, Transport};
+
+fn a(n: u32) -> Address {
+    Address::unit_or_general(n).unwrap()
+}
+
+fn mixed_line() -> SimBus {
+    SimBus::new(
+        vec![
+            SimMeter::new(Model::Pzem016, 1),
+            SimMeter::new(Model::Pzem017, 2),
+            SimMeter::new(Model::Pzem014, 3),
+        ],
+        7,
+    )
+}
+
+#[cfg(feature = "serial")]
+fn pty_client(sim: &SimServer) -> Client<pzem::RtuTransport<pzem::serial::SerialLine>> {
+    let transport = pzem::serial::open_rtu(sim.path().unwrap(), StopBits::Two).unwrap();
+    Client::new(transport)
+}
+
+/// Every value a client decodes equals what the simulated meter held.
+fn assert_reading_matches(sim: &SimServer, address: u8, reading: &Reading) {
+    let bus = sim.bus();
+    let served = bus
+        .served()
+        .filter(|s| s.address == address)
+        .last()
+        .expect("a served reading");
+    assert_eq!(&served.reading, reading);
+}
+
+#[test]
+#[cfg(feature = "serial")]
+fn mixed_line_over_a_pty() {
+    let sim = SimServer::pty(mixed_line(), Pacing::NONE).unwrap();
+    let mut client = pty_client(&sim);
+    let ac = client.read_ac(a(1)).unwrap();
+    assert_reading_matches(&sim, 1, &Reading::Ac(ac));
+    assert!((220.0..=245.0).contains(&ac.voltage_v()));
+    let dc = client.read_dc(a(2)).unwrap();
+    assert_reading_matches(&sim, 2, &Reading::Dc(dc));
+    assert_eq!(client.probe(a(1)).unwrap(), Some(Family::Ac));
+    assert_eq!(client.probe(a(2)).unwrap(), Some(Family::Dc));
+    assert_eq!(client.probe(a(3)).unwrap(), Some(Family::Ac));
+    client.transport_mut().set_timeout(Duration::from_millis(60));
+    assert_eq!(client.probe(a(4)).unwrap(), None);
+}
+
+#[test]
+#[cfg(feature = "serial")]
+fn parameters_are_written_and_read_back() {
+    let sim = SimServer::pty(mixed_line(), Pacing::NONE).unwrap();
+    let mut client = pty_client(&sim);
+    client.set_settle_time(Duration::ZERO);
+    let p = client.set_power_alarm(a(1), 2300).unwrap();
+    assert_eq!(p.power_alarm_w, 2300);
+    assert_eq!(sim.bus().meter_mut(1).unwrap().power_alarm_w(), 2300);
+    let p = client.set_voltage_alarms(a(2), 14.4, 11.5).unwrap();
+    assert_eq!((p.high_voltage_alarm_v(), p.low_voltage_alarm_v()), (14.4, 11.5));
+    let p = client.set_shunt(a(2), Shunt::A300).unwrap();
+    assert_eq!(p.shunt, Some(Shunt::A300));
+    client.set_address(a(3), a(10)).unwrap();
+    assert!(sim.bus().meter_mut(10).is_some());
+    assert!(client.read_ac(a(10)).is_ok());
+    assert!(matches!(client.set_power_alarm(a(1), 0), Err(Error::Argument(_))));
+    assert!(matches!(
+        client.set_address(a(10), Address::GENERAL),
+        Err(Error::Argument(_))
+    ));
+}
+
+#[test]
+#[cfg(feature = "serial")]
+fn energy_reset() {
+    let sim = SimServer::pty(mixed_line(), Pacing::NONE).unwrap();
+    sim.bus().meter_mut(1).unwrap().set_energy_wh(12_345);
+    let mut client = pty_client(&sim);
+    assert_eq!(client.read_ac(a(1)).unwrap().energy_wh, 12_345);
+    client.reset_energy(a(1)).unwrap();
+    assert!(client.read_ac(a(1)).unwrap().energy_wh < 10);
+}
+
+#[test]
+#[cfg(feature = "serial")]
+fn refusals_are_typed_and_not_retried() {
+    let sim = SimServer::pty(mixed_line(), Pacing::NONE).unwrap();
+    let mut client = pty_client(&sim);
+    let before = sim.bus().requests();
+    let err = client.read_ac(a(2)).unwrap_err();
+    assert_eq!(err.exception(), Some(ExceptionCode::IllegalDataAddress));
+    assert_eq!(sim.bus().requests() - before, 1, "a refusal is final");
+    let err = client.set_shunt(a(1), Shunt::A50).unwrap_err();
+    assert_eq!(err.exception(), Some(ExceptionCode::IllegalDataAddress));
+}
+
+#[test]
+#[cfg(feature = "serial")]
+fn general_address_with_one_and_two_meters() {
+    let single = SimServer::pty(SimBus::new(vec![SimMeter::new(Model::Pzem017, 9)], 1), Pacing::NONE).unwrap();
+    let mut client = pty_client(&single);
+    assert_eq!(client.read_address(Address::GENERAL).unwrap(), 9);
+    assert_eq!(client.probe(Address::GENERAL).unwrap(), Some(Family::Dc));
+
+    let double = SimServer::pty(mixed_line(), Pacing::NONE).unwrap();
+    let mut client = pty_client(&double);
+    let err = client.read_address(Address::GENERAL).unwrap_err();
+    assert!(err.is_garbled(), "collision must look garbled, got {err}");
+}
+
+#[test]
+#[cfg(feature = "serial")]
+fn injected_faults_never_produce_a_wrong_value() {
+    let mut bus = mixed_line();
+    bus.faults = Faults::parse("no-reply=0.1,bad-crc=0.1,truncated=0.1,garbage=0.1,exception=0.05").unwrap();
+    let sim = SimServer::pty(bus, Pacing::NONE).unwrap();
+    let mut client = pty_client(&sim);
+    client.transport_mut().set_timeout(Duration::from_millis(40));
+    client.set_retries(0);
+    let (mut ok, mut failed) = (0, 0);
+    for _ in 0..300 {
+        match client.read_ac(a(1)) {
+            Ok(r) => {
+                ok += 1;
+                let bus = sim.bus();
+                assert!(
+                    bus.served().any(|s| s.reading == Reading::Ac(r)),
+                    "decoded a reading the simulator never held: {r:?}"
+                );
+            }
+            Err(e) => {
+                failed += 1;
+                assert!(
+                    e.is_transient() || e.exception() == Some(ExceptionCode::SlaveDeviceFailure),
+                    "{e}"
+                );
+            }
+        }
+    }
+    assert!(ok > 150 && failed > 60, "ok {ok}, failed {failed}");
+}
+
+#[test]
+#[cfg(feature = "serial")]
+fn retries_recover_from_transient_faults() {
+    let mut bus = mixed_line();
+    bus.faults = Faults::parse("bad-crc=0.3").unwrap();
+    let sim = SimServer::pty(bus, Pacing::NONE).unwrap();
+    let mut client = pty_client(&sim);
+    client.set_retries(5);
+    for _ in 0..50 {
+        client.read_ac(a(1)).unwrap();
+    }
+}
+
+#[test]
+#[cfg(feature = "serial")]
+fn paced_line_takes_wire_time() {
+    let sim = SimServer::pty(mixed_line(), Pacing::real(StopBits::Two)).unwrap();
+    let mut client = pty_client(&sim);
+    let start = std::time::Instant::now();
+    client.read_ac(a(1)).unwrap();
+    // 8 + 25 bytes at 9600 8N2 is 37.8 ms, plus 10 ms turnaround.
+    assert!(start.elapsed() >= Duration::from_millis(45), "{:?}", start.elapsed());
+}
+
+#[test]
+fn rtu_over_tcp() {
+    let sim = SimServer::tcp("127.0.0.1:0", TcpFraming::Rtu, mixed_line(), Pacing::NONE).unwrap();
+    let mut client = Client::new(connect_rtu(&sim.local_addr().unwrap().to_string()).unwrap());
+    let r = client.read_ac(a(1)).unwrap();
+    assert_reading_matches(&sim, 1, &Reading::Ac(r));
+    assert_eq!(client.probe(a(2)).unwrap(), Some(Family::Dc));
+    client.reset_energy(a(2)).unwrap();
+}
+
+#[test]
+fn modbus_tcp() {
+    let sim = SimServer::tcp("127.0.0.1:0", TcpFraming::Mbap, mixed_line(), Pacing::NONE).unwrap();
+    let mut client = Client::new(ModbusTcp::connect(&sim.local_addr().unwrap().to_string()).unwrap());
+    let r = client.read_dc(a(2)).unwrap();
+    assert_reading_matches(&sim, 2, &Reading::Dc(r));
+    assert_eq!(client.probe(a(1)).unwrap(), Some(Family::Ac));
+    client.set_settle_time(Duration::ZERO);
+    assert_eq!(client.set_power_alarm(a(3), 1500).unwrap().power_alarm_w, 1500);
+    client.transport_mut().set_timeout(Duration::from_millis(50));
+    assert!(matches!(client.read_ac(a(9)), Err(Error::NoAnswer)));
+}
+
+#[test]
+#[cfg(feature = "serial")]
+fn a_hung_up_line_is_an_io_error() {
+    let mut sim = SimServer::pty(mixed_line(), Pacing::NONE).unwrap();
+    let mut client = pty_client(&sim);
+    client.read_ac(a(1)).unwrap();
+    sim.hang_up();
+    let err = client.read_ac(a(1)).unwrap_err();
+    assert!(matches!(err, Error::Io(_)), "{err:?}");
+}
