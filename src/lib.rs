@@ -17,6 +17,7 @@ pub mod address;
 pub mod client;
 pub mod crc;
 pub mod dc;
+pub mod energy;
 pub mod error;
 pub mod frame;
 pub mod model;
