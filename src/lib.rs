@@ -26,6 +26,7 @@ pub mod serial;
 pub mod sim;
 pub mod tcp;
 pub mod transport;
+pub mod venus;
 
 pub use ac::{AcParameters, AcReading};
 pub use address::Address;

@@ -1,0 +1,104 @@
+//! Service names, device ids and connection text for a meter.
+//!
+//! The service name is `com.victronenergy.<role>.pzem_<port>_<addr>`; the
+//! settings id (under `/Settings/Devices/`) is `pzem_<port>_<addr>`, where
+//! `<port>` is the USB serial number of the dongle when the system knows
+//! it (stable across reboots and re-plugging, unlike `ttyUSB0`), else the
+//! tty name, or for TCP the host and port.
+
+/// Make `text` usable inside a D-Bus name element and a settings path:
+/// only `[A-Za-z0-9_]`, everything else becomes `_`.
+pub fn sanitise(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect()
+}
+
+/// The name of a serial device without its directory: `/dev/ttyUSB0` → `ttyUSB0`.
+pub fn tty_name(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+/// The identity of the line a meter is on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PortId {
+    /// For the service name: tty name, or host_port.
+    pub name: String,
+    /// For the settings id: the dongle's serial number when known, else `name`.
+    pub stable: String,
+    /// For `/Mgmt/Connection`: `Modbus RTU ttyUSB0` or `Modbus TCP 10.0.0.5:502`.
+    pub connection: String,
+}
+
+impl PortId {
+    /// A serial line; `usb_serial` is the dongle's serial number if known.
+    pub fn serial(path: &str, usb_serial: Option<&str>) -> PortId {
+        let name = sanitise(tty_name(path));
+        let stable = match usb_serial {
+            Some(s) if !s.trim().is_empty() => sanitise(s.trim()),
+            _ => name.clone(),
+        };
+        PortId {
+            connection: format!("Modbus RTU {}", tty_name(path)),
+            name,
+            stable,
+        }
+    }
+
+    /// A TCP gateway at `host:port`, speaking RTU frames or Modbus TCP.
+    pub fn tcp(addr: &str, mbap: bool) -> PortId {
+        let name = sanitise(addr);
+        let proto = if mbap { "Modbus TCP" } else { "Modbus RTU over TCP" };
+        PortId {
+            connection: format!("{proto} {addr}"),
+            stable: name.clone(),
+            name,
+        }
+    }
+
+    /// D-Bus service name of the meter at `address` in `class`.
+    pub fn service_name(&self, class: &str, address: u8) -> String {
+        format!("com.victronenergy.{class}.pzem_{}_{address}", self.name)
+    }
+
+    /// The meter's id under `/Settings/Devices/`.
+    pub fn device_id(&self, address: u8) -> String {
+        format!("pzem_{}_{address}", self.stable)
+    }
+
+    /// `/Mgmt/Connection` text, e.g. `Modbus RTU ttyUSB0:10`.
+    pub fn connection(&self, address: u8) -> String {
+        format!("{}:{address}", self.connection)
+    }
+}
+
+/// Look up the USB serial number of the adapter behind a tty in sysfs.
+pub fn usb_serial_of(path: &str) -> Option<String> {
+    let name = tty_name(path);
+    ["device/../serial", "device/../../serial"].iter().find_map(|rel| {
+        std::fs::read_to_string(format!("/sys/class/tty/{name}/{rel}"))
+            .ok()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        let p = PortId::serial("/dev/ttyUSB0", None);
+        assert_eq!(p.service_name("grid", 1), "com.victronenergy.grid.pzem_ttyUSB0_1");
+        assert_eq!(p.device_id(1), "pzem_ttyUSB0_1");
+        assert_eq!(p.connection(10), "Modbus RTU ttyUSB0:10");
+        let p = PortId::serial("/dev/ttyUSB1", Some("A10K-3x.9"));
+        assert_eq!(p.device_id(2), "pzem_A10K_3x_9_2");
+        assert_eq!(p.service_name("dcload", 2), "com.victronenergy.dcload.pzem_ttyUSB1_2");
+        let t = PortId::tcp("10.0.0.5:502", true);
+        assert_eq!(t.service_name("grid", 3), "com.victronenergy.grid.pzem_10_0_0_5_502_3");
+        assert_eq!(t.connection(3), "Modbus TCP 10.0.0.5:502:3");
+        assert_eq!(sanitise("pts/3"), "pts_3");
+    }
+}
