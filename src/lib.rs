@@ -9,13 +9,16 @@
 //! demos and benchmarks.
 //!
 //! With `default-features = false` only the core, the client, TCP and the
-//! simulator core are built: no serial port, no D-Bus.
+//! simulator core are built: no serial port, no D-Bus. With feature `dbus`,
+//! [`dbus`] publishes and reads Venus OS services (BusItem API).
 #![warn(missing_docs)]
 
 pub mod ac;
 pub mod address;
 pub mod client;
 pub mod crc;
+#[cfg(feature = "dbus")]
+pub mod dbus;
 pub mod dc;
 pub mod energy;
 pub mod error;

@@ -1,0 +1,533 @@
+//! Reading and writing other Venus services the way Venus consumers do (§2.4, §5).
+//!
+//! A [`Client`] has its own connection. Start-up reads use blocking calls with a bounded
+//! timeout (`GetItems`, falling back to `GetValue` on `/` like dbusmonitor); after
+//! [`Client::subscribe`], [`Client::poll_events`] turns `ItemsChanged`, `PropertiesChanged`
+//! and `NameOwnerChanged` into [`Event`]s named by *service*, using a unique-name → service
+//! map kept up to date from `NameOwnerChanged` (senders are unique names, §2.3).
+//!
+//! ```no_run
+//! # fn main() -> Result<(), pzem::dbus::Error> {
+//! use pzem::dbus::{Bus, Client, Event};
+//! let mut client = Client::new(&Bus::System)?;
+//! client.subscribe(&["com.victronenergy.battery."])?;
+//! for service in client.list_services()? {
+//!     if service.starts_with("com.victronenergy.battery.") {
+//!         let items = client.get_items(&service)?;
+//!         println!("{service}: {:?}", items.get("/Dc/0/Power"));
+//!     }
+//! }
+//! let mut events = Vec::new();
+//! client.poll_events(&mut events)?; // after a Waiter says the client is ready
+//! for e in &events {
+//!     if let Event::ItemsChanged { service, changes } = e {
+//!         println!("{service}: {} changed", changes.len());
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
+
+use super::conn::{Bus, Conn, DEFAULT_TIMEOUT, error_reply, errors};
+use super::error::Error;
+use super::value::Value;
+use super::wait::Watchable;
+use super::wire::{BUSITEM, ENTRY_SV};
+use dbus::Message;
+use dbus::arg::{ArgType, Iter, IterAppend};
+use dbus::channel::Watch;
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+/// Prefix of every Venus service name.
+pub const VENUS_PREFIX: &str = "com.victronenergy.";
+/// The localsettings service.
+pub const SETTINGS_SERVICE: &str = "com.victronenergy.settings";
+/// The interface of localsettings' management methods (`AddSettings`…).
+pub const SETTINGS_IFACE: &str = "com.victronenergy.Settings";
+
+/// A change seen on the bus, named by service.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// A service's batch of changes (absolute paths).
+    ItemsChanged {
+        /// Well-known name of the sender.
+        service: String,
+        /// Path → new value, for the paths in the signal.
+        changes: Vec<(String, Value)>,
+    },
+    /// A one-off change of one path.
+    PropertiesChanged {
+        /// Well-known name of the sender.
+        service: String,
+        /// The path that changed.
+        path: String,
+        /// Its new value.
+        value: Value,
+    },
+    /// A name appeared (`old_owner` is `None`), disappeared (`new_owner` is `None`) or moved.
+    NameOwnerChanged {
+        /// The well-known name.
+        name: String,
+        /// Unique name of the previous owner.
+        old_owner: Option<String>,
+        /// Unique name of the new owner.
+        new_owner: Option<String>,
+    },
+}
+
+/// One entry of a bulk `AddSettings` request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Setting {
+    /// Full path, e.g. `/Settings/Devices/pzem_x/ClassAndVrmInstance` (called on `/`).
+    pub path: String,
+    /// Default; its kind decides the setting's type (int, float or string: §5).
+    pub default: Value,
+    /// Lower limit (`None`: no limit).
+    pub min: Option<Value>,
+    /// Upper limit (`None`: no limit).
+    pub max: Option<Value>,
+    /// Changes are not logged by localsettings.
+    pub silent: bool,
+}
+
+impl Setting {
+    /// A setting with no limits, not silent.
+    pub fn new(path: impl Into<String>, default: impl Into<Value>) -> Setting {
+        Setting {
+            path: path.into(),
+            default: default.into(),
+            min: None,
+            max: None,
+            silent: false,
+        }
+    }
+}
+
+/// The answer for one [`Setting`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct SettingResult {
+    /// The path, as echoed by localsettings.
+    pub path: String,
+    /// 0 when the setting exists now; negative codes as listed in §5.
+    pub error: i32,
+    /// The stored (or allocated) value when `error` is 0.
+    pub value: Option<Value>,
+}
+
+/// A connection for reading other services and following their changes.
+#[derive(Debug)]
+pub struct Client {
+    conn: Conn,
+    timeout: Duration,
+    /// Unique name → well-known name, for the services that pass the filter.
+    owners: HashMap<String, String>,
+    /// Prefixes of the services to follow; set by `subscribe`.
+    prefixes: Vec<String>,
+}
+
+impl Client {
+    /// Connects to `bus`.
+    pub fn new(bus: &Bus) -> Result<Client, Error> {
+        Ok(Client {
+            conn: Conn::open(bus)?,
+            timeout: DEFAULT_TIMEOUT,
+            owners: HashMap::new(),
+            prefixes: Vec::new(),
+        })
+    }
+
+    /// Bound for each blocking call (default 5 s).
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.timeout = timeout;
+    }
+
+    /// This connection's unique name.
+    pub fn unique_name(&self) -> &str {
+        self.conn.unique_name()
+    }
+
+    /// Every `com.victronenergy.*` name on the bus, sorted.
+    pub fn list_services(&mut self) -> Result<Vec<String>, Error> {
+        let reply = self.conn.call(Conn::daemon_call("ListNames"), self.timeout)?;
+        let names: Vec<String> = reply.read1().map_err(|e| Error::BadReply(format!("ListNames: {e}")))?;
+        let mut names: Vec<String> = names.into_iter().filter(|n| n.starts_with(VENUS_PREFIX)).collect();
+        names.sort_unstable();
+        Ok(names)
+    }
+
+    /// The unique name owning `name`, or `None` when nobody does.
+    pub fn name_owner(&mut self, name: &str) -> Result<Option<String>, Error> {
+        super::conn::check_bus_name(name)?;
+        let msg = Conn::daemon_call("GetNameOwner").append1(name);
+        match self.conn.call(msg, self.timeout) {
+            Ok(reply) => reply
+                .read1::<String>()
+                .map(Some)
+                .map_err(|e| Error::BadReply(format!("GetNameOwner: {e}"))),
+            Err(e) if e.dbus_name() == Some("org.freedesktop.DBus.Error.NameHasNoOwner") => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Waits until `name` has an owner, polling every 50 ms, for at most `timeout`
+    /// (velib's SettingsDevice does the same for localsettings).
+    pub fn wait_for_name(&mut self, name: &str, timeout: Duration) -> Result<(), Error> {
+        let start = Instant::now();
+        loop {
+            if self.name_owner(name)?.is_some() {
+                return Ok(());
+            }
+            if start.elapsed() >= timeout {
+                return Err(Error::Timeout(format!(
+                    "{name} did not appear on the bus within {timeout:?}"
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn busitem_call(&mut self, service: &str, path: &str, member: &str) -> Result<Message, Error> {
+        Message::new_method_call(service, path, BUSITEM, member)
+            .map_err(|_| Error::BadName(format!("{service} {path}")))
+    }
+
+    /// Every path of `service` with its value: `GetItems` on `/`, or `GetValue` on `/`
+    /// when the service has no `GetItems`. Values of unsupported types are left out.
+    pub fn get_items(&mut self, service: &str) -> Result<BTreeMap<String, Value>, Error> {
+        let msg = self.busitem_call(service, "/", "GetItems")?;
+        match self.conn.call(msg, self.timeout) {
+            Ok(reply) => {
+                let mut items = BTreeMap::new();
+                read_items(&mut reply.iter_init(), |path, value| {
+                    items.insert(path.to_owned(), value);
+                })
+                .ok_or_else(|| Error::BadReply(format!("GetItems of {service}")))?;
+                Ok(items)
+            }
+            Err(e) if e.dbus_name() == Some(errors::UNKNOWN_METHOD) => {
+                let msg = self.busitem_call(service, "/", "GetValue")?;
+                let reply = self.conn.call(msg, self.timeout)?;
+                let mut it = reply.iter_init();
+                let mut inner = it
+                    .recurse(ArgType::Variant)
+                    .ok_or_else(|| Error::BadReply(format!("GetValue on / of {service}")))?;
+                let mut items = BTreeMap::new();
+                read_value_dict(&mut inner, |key, value| {
+                    items.insert(format!("/{key}"), value);
+                })
+                .ok_or_else(|| Error::BadReply(format!("GetValue on / of {service}")))?;
+                Ok(items)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `GetValue` of one path.
+    pub fn get_value(&mut self, service: &str, path: &str) -> Result<Value, Error> {
+        let msg = self.busitem_call(service, path, "GetValue")?;
+        let reply = self.conn.call(msg, self.timeout)?;
+        Value::read_variant(&mut reply.iter_init())
+            .map_err(|e| Error::BadReply(format!("GetValue {service} {path}: {e}")))
+    }
+
+    /// `GetText` of one path.
+    pub fn get_text(&mut self, service: &str, path: &str) -> Result<String, Error> {
+        let msg = self.busitem_call(service, path, "GetText")?;
+        let reply = self.conn.call(msg, self.timeout)?;
+        reply
+            .read1::<String>()
+            .map_err(|e| Error::BadReply(format!("GetText {service} {path}: {e}")))
+    }
+
+    /// `SetValue` of one path; returns the service's code (0 = accepted).
+    pub fn set_value(&mut self, service: &str, path: &str, value: &Value) -> Result<i32, Error> {
+        let mut msg = self.busitem_call(service, path, "SetValue")?;
+        value.append_variant(&mut IterAppend::new(&mut msg));
+        let reply = self.conn.call(msg, self.timeout)?;
+        reply
+            .read1::<i32>()
+            .map_err(|e| Error::BadReply(format!("SetValue {service} {path}: {e}")))
+    }
+
+    /// Bulk `AddSettings` on `/` of localsettings (§5). One result per setting, in order.
+    pub fn add_settings(&mut self, settings: &[Setting]) -> Result<Vec<SettingResult>, Error> {
+        let mut msg = Message::new_method_call(SETTINGS_SERVICE, "/", SETTINGS_IFACE, "AddSettings")
+            .map_err(|e| Error::BadName(e.to_string()))?;
+        append_settings(&mut IterAppend::new(&mut msg), settings);
+        let reply = self.conn.call(msg, self.timeout)?;
+        read_setting_results(&mut reply.iter_init())
+            .ok_or_else(|| Error::BadReply("AddSettings: expected aa{sv}".into()))
+    }
+
+    /// Follows the services whose names start with one of `prefixes` (all Venus services
+    /// when empty): adds the signal matches, then maps the current owners. Later signals
+    /// come out of [`Client::poll_events`].
+    pub fn subscribe(&mut self, prefixes: &[&str]) -> Result<(), Error> {
+        self.prefixes = prefixes.iter().map(|p| (*p).to_owned()).collect();
+        for rule in [
+            "type='signal',interface='com.victronenergy.BusItem',member='ItemsChanged'",
+            "type='signal',interface='com.victronenergy.BusItem',member='PropertiesChanged'",
+            "type='signal',sender='org.freedesktop.DBus',interface='org.freedesktop.DBus',member='NameOwnerChanged',arg0namespace='com.victronenergy'",
+        ] {
+            let msg = Conn::daemon_call("AddMatch").append1(rule);
+            self.conn.call(msg, self.timeout)?;
+        }
+        for name in self.list_services()? {
+            if self.follows(&name)
+                && let Some(owner) = self.name_owner(&name)?
+            {
+                self.owners.insert(owner, name);
+            }
+        }
+        Ok(())
+    }
+
+    fn follows(&self, name: &str) -> bool {
+        name.starts_with(VENUS_PREFIX)
+            && (self.prefixes.is_empty() || self.prefixes.iter().any(|p| name.starts_with(p)))
+    }
+
+    /// The followed service owned by a unique name.
+    pub fn service_of(&self, unique_name: &str) -> Option<&str> {
+        self.owners.get(unique_name).map(String::as_str)
+    }
+
+    /// Appends every event that has arrived to `out`, without blocking; returns how many.
+    /// Signals from services that are not followed are dropped before decoding.
+    pub fn poll_events(&mut self, out: &mut Vec<Event>) -> Result<usize, Error> {
+        let before = out.len();
+        while let Some(msg) = self.conn.next_message()? {
+            match msg.msg_type() {
+                dbus::MessageType::Signal => self.on_signal(&msg, out),
+                dbus::MessageType::MethodCall => {
+                    let reply = dbus::channel::default_reply(&msg)
+                        .or_else(|| error_reply(&msg, errors::UNKNOWN_OBJECT, "this connection serves nothing"));
+                    if let Some(reply) = reply {
+                        self.conn.send(reply)?;
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(out.len() - before)
+    }
+
+    fn on_signal(&mut self, msg: &Message, out: &mut Vec<Event>) {
+        let (Some(member), Some(sender)) = (msg.member(), msg.sender()) else {
+            return;
+        };
+        match (msg.interface().as_deref(), &*member) {
+            (Some("org.freedesktop.DBus"), "NameOwnerChanged") => {
+                let Ok((name, old, new)) = msg.read3::<String, String, String>() else {
+                    return;
+                };
+                if !self.follows(&name) {
+                    return;
+                }
+                if !old.is_empty() && self.owners.get(&old) == Some(&name) {
+                    self.owners.remove(&old);
+                }
+                if !new.is_empty() {
+                    self.owners.insert(new.clone(), name.clone());
+                }
+                let some = |s: String| (!s.is_empty()).then_some(s);
+                out.push(Event::NameOwnerChanged {
+                    name,
+                    old_owner: some(old),
+                    new_owner: some(new),
+                });
+            }
+            (Some(BUSITEM), "ItemsChanged") => {
+                let Some(service) = self.owners.get(&*sender) else {
+                    return;
+                };
+                let mut changes = Vec::new();
+                if read_items(&mut msg.iter_init(), |p, v| changes.push((p.to_owned(), v))).is_some() {
+                    out.push(Event::ItemsChanged {
+                        service: service.clone(),
+                        changes,
+                    });
+                }
+            }
+            (Some(BUSITEM), "PropertiesChanged") => {
+                let (Some(service), Some(path)) = (self.owners.get(&*sender), msg.path()) else {
+                    return;
+                };
+                let mut value = None;
+                let _ = read_value_dict(&mut msg.iter_init(), |k, v| {
+                    if k == "Value" {
+                        value = Some(v);
+                    }
+                });
+                if let Some(value) = value {
+                    out.push(Event::PropertiesChanged {
+                        service: service.clone(),
+                        path: path.to_string(),
+                        value,
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+impl Watchable for Client {
+    fn watch(&self) -> Watch {
+        self.conn.watch()
+    }
+
+    fn has_backlog(&self) -> bool {
+        self.conn.has_backlog()
+    }
+}
+
+/// Reads `a{sv}` and calls `f(key, value)` for each entry whose value is supported.
+/// `None` when the argument is not a dict of variants.
+pub(crate) fn read_value_dict(it: &mut Iter, mut f: impl FnMut(&str, Value)) -> Option<()> {
+    let mut arr = it.recurse(ArgType::Array)?;
+    loop {
+        match arr.arg_type() {
+            ArgType::Invalid => return Some(()),
+            ArgType::DictEntry => {
+                let mut e = arr.recurse(ArgType::DictEntry)?;
+                let key: &str = e.get()?;
+                e.next();
+                match Value::read_variant(&mut e) {
+                    Ok(v) => f(key, v),
+                    Err(err) => log::debug!("{key}: {err}, skipped"),
+                }
+            }
+            _ => return None,
+        }
+        arr.next();
+    }
+}
+
+/// Reads `a{sa{sv}}` (`GetItems`, `ItemsChanged`) and calls `f(path, value)` for each
+/// entry with a supported `Value`.
+pub(crate) fn read_items(it: &mut Iter, mut f: impl FnMut(&str, Value)) -> Option<()> {
+    let mut arr = it.recurse(ArgType::Array)?;
+    loop {
+        match arr.arg_type() {
+            ArgType::Invalid => return Some(()),
+            ArgType::DictEntry => {
+                let mut e = arr.recurse(ArgType::DictEntry)?;
+                let path: &str = e.get()?;
+                e.next();
+                let mut value = None;
+                read_value_dict(&mut e, |k, v| {
+                    if k == "Value" {
+                        value = Some(v);
+                    }
+                })?;
+                if let Some(v) = value {
+                    f(path, v);
+                }
+            }
+            _ => return None,
+        }
+        arr.next();
+    }
+}
+
+/// Appends `aa{sv}` for `AddSettings`.
+pub(crate) fn append_settings(ia: &mut IterAppend, settings: &[Setting]) {
+    // SAFETY: valid single complete type, NUL-terminated.
+    const ASV: dbus::Signature<'static> = unsafe { dbus::Signature::from_slice_unchecked("a{sv}\0") };
+    ia.append_array(&ASV, |a| {
+        for s in settings {
+            a.append_array(&ENTRY_SV, |d| {
+                d.append_dict_entry(|e| {
+                    e.append("path");
+                    Value::Str(s.path.clone()).append_variant(e);
+                });
+                let optional = [
+                    ("default", Some(&s.default)),
+                    ("min", s.min.as_ref()),
+                    ("max", s.max.as_ref()),
+                ];
+                for (key, value) in optional {
+                    if let Some(v) = value {
+                        d.append_dict_entry(|e| {
+                            e.append(key);
+                            v.append_variant(e);
+                        });
+                    }
+                }
+                if s.silent {
+                    d.append_dict_entry(|e| {
+                        e.append("silent");
+                        Value::Int(1).append_variant(e);
+                    });
+                }
+            });
+        }
+    });
+}
+
+/// Reads the `aa{sv}` answer of `AddSettings`.
+pub(crate) fn read_setting_results(it: &mut Iter) -> Option<Vec<SettingResult>> {
+    let mut arr = it.recurse(ArgType::Array)?;
+    let mut out = Vec::new();
+    while arr.arg_type() == ArgType::Array {
+        let mut r = SettingResult {
+            path: String::new(),
+            error: 0,
+            value: None,
+        };
+        read_value_dict(&mut arr, |k, v| match k {
+            "path" => r.path = v.as_str().unwrap_or_default().to_owned(),
+            "error" => r.error = v.as_i64().and_then(|e| i32::try_from(e).ok()).unwrap_or(-1),
+            "value" => r.value = Some(v),
+            _ => {}
+        })?;
+        out.push(r);
+        arr.next();
+    }
+    (arr.arg_type() == ArgType::Invalid).then_some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_request_round_trip() {
+        let mut m = Message::new_method_call("a.b", "/", "a.b", "M").unwrap();
+        let mut s = Setting::new("/Settings/Devices/x/Position", 0);
+        s.min = Some(Value::Int(0));
+        s.max = Some(Value::Int(2));
+        s.silent = true;
+        append_settings(
+            &mut IterAppend::new(&mut m),
+            &[s, Setting::new("/Settings/A", "grid:40")],
+        );
+        assert_eq!(m.iter_init().signature().to_string(), "aa{sv}");
+        let mut arr = m.iter_init().recurse(ArgType::Array).unwrap();
+        let mut first = Vec::new();
+        read_value_dict(&mut arr, |k, v| first.push((k.to_owned(), v))).unwrap();
+        assert_eq!(
+            first,
+            [
+                ("path".to_owned(), Value::from("/Settings/Devices/x/Position")),
+                ("default".to_owned(), Value::Int(0)),
+                ("min".to_owned(), Value::Int(0)),
+                ("max".to_owned(), Value::Int(2)),
+                ("silent".to_owned(), Value::Int(1)),
+            ]
+        );
+    }
+
+    #[test]
+    fn setting_results_parse_and_reject_garbage() {
+        let mut m = Message::new_method_call("a.b", "/", "a.b", "M").unwrap();
+        // The same shape as a request: a list of dicts.
+        append_settings(&mut IterAppend::new(&mut m), &[Setting::new("/Settings/A", 1)]);
+        let r = read_setting_results(&mut m.iter_init()).unwrap();
+        assert_eq!(r[0].path, "/Settings/A");
+        assert_eq!(r[0].error, 0);
+        let m = Message::new_method_call("a.b", "/", "a.b", "M").unwrap().append1(3i32);
+        assert!(read_setting_results(&mut m.iter_init()).is_none());
+    }
+}
