@@ -2,7 +2,12 @@
 //! config files, service names and device ids.
 
 pub mod config;
+#[cfg(feature = "dbus")]
+pub mod energy_store;
+#[cfg(feature = "dbus")]
+pub mod layout;
 pub mod naming;
+pub mod presence;
 pub mod role;
 
 pub use config::{MeterSpec, parse_config};
