@@ -1,0 +1,233 @@
+//! A meter's record in localsettings: class and device instance, custom
+//! name and position, under `/Settings/Devices/<id>/` (venus-conventions §5).
+
+use std::time::Duration;
+
+use crate::dbus::client::SETTINGS_SERVICE;
+use crate::dbus::{Bus, Client, Error, Event, Setting, Value};
+
+use super::role::Role;
+
+/// The instance meters ask for (dbus-modbus-client's choice for meters).
+pub const PREFERRED_INSTANCE: i32 = 40;
+
+/// What localsettings holds for one meter.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceRecord {
+    /// Class from `ClassAndVrmInstance`.
+    pub role: Role,
+    /// Instance from `ClassAndVrmInstance`.
+    pub instance: i32,
+    /// `CustomName`.
+    pub custom_name: String,
+    /// `Position`.
+    pub position: i32,
+}
+
+/// A setting of some meter changed in localsettings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SettingChange {
+    /// The meter's id (`/Settings/Devices/<id>/…`).
+    pub device: String,
+    /// Which setting.
+    pub field: Field,
+    /// The new value.
+    pub value: Value,
+}
+
+/// The per-meter settings this driver keeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Field {
+    /// `ClassAndVrmInstance`.
+    ClassAndVrmInstance,
+    /// `CustomName`.
+    CustomName,
+    /// `Position`.
+    Position,
+}
+
+impl Field {
+    fn name(self) -> &'static str {
+        match self {
+            Field::ClassAndVrmInstance => "ClassAndVrmInstance",
+            Field::CustomName => "CustomName",
+            Field::Position => "Position",
+        }
+    }
+}
+
+/// Full settings path of a meter's setting.
+pub fn setting_path(device: &str, field: Field) -> String {
+    format!("/Settings/Devices/{device}/{}", field.name())
+}
+
+/// Split `grid:41` into class text and instance.
+pub fn parse_class_and_instance(text: &str) -> Option<(&str, i32)> {
+    let (class, n) = text.split_once(':')?;
+    let n = n.trim().parse().ok()?;
+    Some((class.trim(), n))
+}
+
+/// A connection to localsettings.
+pub struct SettingsLink {
+    client: Client,
+}
+
+impl SettingsLink {
+    /// Connect and wait up to `wait` for localsettings to appear.
+    /// `Ok(None)` when it does not.
+    pub fn connect(bus: &Bus, wait: Duration) -> Result<Option<SettingsLink>, Error> {
+        let mut client = Client::new(bus)?;
+        match client.wait_for_name(SETTINGS_SERVICE, wait) {
+            Ok(()) => {}
+            Err(Error::Timeout(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        }
+        client.subscribe(&[SETTINGS_SERVICE])?;
+        Ok(Some(SettingsLink { client }))
+    }
+
+    /// The connection, to wait on.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Make sure the meter's settings exist (bulk `AddSettings`; existing
+    /// values are kept, a taken instance is moved up by localsettings) and
+    /// return them. A stored class that is not one of `allowed` is replaced
+    /// by `default_role`.
+    pub fn register(&mut self, device: &str, default_role: Role, allowed: &[Role]) -> Result<DeviceRecord, String> {
+        let default_class = format!("{}:{PREFERRED_INSTANCE}", default_role.class());
+        let mut position = Setting::new(setting_path(device, Field::Position), 0i64);
+        position.min = Some(Value::Int(0));
+        position.max = Some(Value::Int(2));
+        let settings = [
+            Setting::new(setting_path(device, Field::ClassAndVrmInstance), default_class.as_str()),
+            Setting::new(setting_path(device, Field::CustomName), ""),
+            position,
+        ];
+        let results = self
+            .client
+            .add_settings(&settings)
+            .map_err(|e| format!("AddSettings failed: {e}"))?;
+        let value = |i: usize| -> Result<Value, String> {
+            let r = results.get(i).ok_or("AddSettings returned too few results")?;
+            if r.error != 0 {
+                return Err(format!("AddSettings refused {} with error {}", r.path, r.error));
+            }
+            r.value
+                .clone()
+                .ok_or_else(|| format!("AddSettings gave no value for {}", r.path))
+        };
+        let class_text = value(0)?;
+        let custom_name = value(1)?.as_str().unwrap_or("").to_string();
+        let position = value(2)?.as_i64().unwrap_or(0).clamp(0, 2) as i32;
+        let (role, instance) = class_text
+            .as_str()
+            .and_then(parse_class_and_instance)
+            .map(|(c, n)| (c.parse::<Role>().ok(), n))
+            .unwrap_or((None, PREFERRED_INSTANCE));
+        let record = match role {
+            Some(role) if allowed.contains(&role) => DeviceRecord {
+                role,
+                instance,
+                custom_name,
+                position,
+            },
+            _ => {
+                log::warn!("{device}: stored class {class_text:?} does not fit this meter; using {default_role}");
+                let (role, instance) = self.set_class(device, default_role, instance)?;
+                DeviceRecord {
+                    role,
+                    instance,
+                    custom_name,
+                    position,
+                }
+            }
+        };
+        Ok(record)
+    }
+
+    /// Write `<role>:<instance>` and read back what localsettings kept (it
+    /// moves a taken instance to a free one).
+    pub fn set_class(&mut self, device: &str, role: Role, instance: i32) -> Result<(Role, i32), String> {
+        let path = setting_path(device, Field::ClassAndVrmInstance);
+        let text = format!("{}:{instance}", role.class());
+        let code = self
+            .client
+            .set_value(SETTINGS_SERVICE, &path, &Value::Str(text))
+            .map_err(|e| e.to_string())?;
+        if code != 0 {
+            return Err(format!("localsettings refused {path} (code {code})"));
+        }
+        let stored = self
+            .client
+            .get_value(SETTINGS_SERVICE, &path)
+            .map_err(|e| e.to_string())?;
+        stored
+            .as_str()
+            .and_then(parse_class_and_instance)
+            .and_then(|(c, n)| Some((c.parse::<Role>().ok()?, n)))
+            .ok_or_else(|| format!("{path} holds {stored:?}, not <class>:<instance>"))
+    }
+
+    /// Store one setting of a meter.
+    pub fn store(&mut self, device: &str, field: Field, value: &Value) -> Result<(), String> {
+        let path = setting_path(device, field);
+        match self.client.set_value(SETTINGS_SERVICE, &path, value) {
+            Ok(0) => Ok(()),
+            Ok(code) => Err(format!("localsettings refused {path} (code {code})")),
+            Err(e) => Err(format!("{path}: {e}")),
+        }
+    }
+
+    /// Changes of meters' settings that arrived, without blocking. Errors
+    /// mean the bus connection is gone.
+    pub fn changes(&mut self, scratch: &mut Vec<Event>, out: &mut Vec<SettingChange>) -> Result<(), Error> {
+        scratch.clear();
+        self.client.poll_events(scratch)?;
+        for event in scratch.drain(..) {
+            let Event::PropertiesChanged { service, path, value } = event else {
+                continue;
+            };
+            if service != SETTINGS_SERVICE {
+                continue;
+            }
+            let Some(rest) = path.strip_prefix("/Settings/Devices/") else {
+                continue;
+            };
+            let Some((device, name)) = rest.split_once('/') else {
+                continue;
+            };
+            let field = match name {
+                "ClassAndVrmInstance" => Field::ClassAndVrmInstance,
+                "CustomName" => Field::CustomName,
+                "Position" => Field::Position,
+                _ => continue,
+            };
+            out.push(SettingChange {
+                device: device.to_string(),
+                field,
+                value,
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn class_and_instance_text() {
+        assert_eq!(parse_class_and_instance("grid:41"), Some(("grid", 41)));
+        assert_eq!(parse_class_and_instance("dcload: 40"), Some(("dcload", 40)));
+        assert_eq!(parse_class_and_instance("grid"), None);
+        assert_eq!(parse_class_and_instance("grid:x"), None);
+        assert_eq!(
+            setting_path("pzem_a_1", Field::Position),
+            "/Settings/Devices/pzem_a_1/Position"
+        );
+    }
+}
