@@ -196,8 +196,16 @@ impl Client {
     }
 
     fn busitem_call(&mut self, service: &str, path: &str, member: &str) -> Result<Message, Error> {
-        Message::new_method_call(service, path, BUSITEM, member)
-            .map_err(|_| Error::BadName(format!("{service} {path}")))
+        // Message::new_method_call panics on invalid names (From<&str>): validate first.
+        let dest =
+            dbus::strings::BusName::new(service).map_err(|_| Error::BadName(service.to_owned()))?;
+        let path = dbus::Path::new(path).map_err(|_| Error::BadName(path.to_owned()))?;
+        Ok(Message::method_call(
+            &dest,
+            &path,
+            &dbus::strings::Interface::from(BUSITEM),
+            &dbus::strings::Member::from(member),
+        ))
     }
 
     /// Every path of `service` with its value: `GetItems` on `/`, or `GetValue` on `/`

@@ -222,7 +222,7 @@ fn set(store: &mut Store, path: &str, value: Value, out: &mut Vec<Message>) -> i
     };
     if e.value != value {
         e.value = value;
-        out.push(properties_changed(path, e));
+        out.extend(properties_changed(path, e));
     }
     0
 }
@@ -330,7 +330,7 @@ fn add_one(
         min,
         max,
     };
-    out.push(properties_changed(&full, &e));
+    out.extend(properties_changed(&full, &e));
     store.insert(full, e);
     (relative, 0, Some(value))
 }
@@ -405,11 +405,13 @@ fn append_props(ia: &mut IterAppend, e: &Entry, limits: bool) {
     });
 }
 
-fn properties_changed(path: &str, e: &Entry) -> Message {
-    let mut m = Message::new_signal(path, BUSITEM, "PropertiesChanged")
-        .unwrap_or_else(|_| Message::new_signal("/", BUSITEM, "PropertiesChanged").expect("valid"));
+/// `PropertiesChanged` on the setting's path (`None` for a path that is not an object path;
+/// `add_one` refuses those).
+fn properties_changed(path: &str, e: &Entry) -> Option<Message> {
+    let path = dbus::Path::new(path).ok()?;
+    let mut m = Message::signal(&path, &BUSITEM.into(), &"PropertiesChanged".into());
     append_props(&mut IterAppend::new(&mut m), e, false);
-    m
+    Some(m)
 }
 
 // SAFETY: valid single complete type, NUL-terminated.
