@@ -31,7 +31,7 @@ use super::conn::{Bus, Conn, DEFAULT_TIMEOUT, error_reply, errors};
 use super::error::Error;
 use super::value::Value;
 use super::wait::Watchable;
-use super::wire::{BUSITEM, ENTRY_SV};
+use super::wire::{ASV, BUSITEM, ENTRY_SV};
 use dbus::Message;
 use dbus::arg::{ArgType, Iter, IterAppend};
 use dbus::channel::Watch;
@@ -458,9 +458,6 @@ pub(crate) fn read_items(it: &mut Iter, mut f: impl FnMut(&str, Value)) -> Optio
 
 /// Appends `aa{sv}` for `AddSettings`.
 pub(crate) fn append_settings(ia: &mut IterAppend, settings: &[Setting]) {
-    // SAFETY: valid single complete type, NUL-terminated.
-    const ASV: dbus::Signature<'static> =
-        unsafe { dbus::Signature::from_slice_unchecked("a{sv}\0") };
     ia.append_array(&ASV, |a| {
         for s in settings {
             a.append_array(&ENTRY_SV, |d| {

@@ -17,10 +17,11 @@
 //! Not modelled: `AddSetting`/`AddSilentSetting` (old form), `RemoveSettings`, group nodes,
 //! persistence to XML.
 
+use crate::dbus::client::{SETTINGS_IFACE, SETTINGS_SERVICE as SERVICE};
 use crate::dbus::conn::{Conn, error_reply, errors};
 use crate::dbus::value::{Kind, Value};
 use crate::dbus::wait::{Waiter, Waker, Watchable};
-use crate::dbus::wire::{ENTRY_SASV, ENTRY_SV};
+use crate::dbus::wire::{ASV, BUSITEM, ENTRY_SASV, ENTRY_SV};
 use crate::dbus::{Bus, Error};
 use dbus::Message;
 use dbus::arg::{ArgType, Iter, IterAppend};
@@ -29,10 +30,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
-
-const SERVICE: &str = "com.victronenergy.settings";
-const SETTINGS_IFACE: &str = "com.victronenergy.Settings";
-const BUSITEM: &str = "com.victronenergy.BusItem";
 
 /// localsettings' `AddSettings` error codes (§5).
 const ERR_TYPE: i32 = -3;
@@ -413,9 +410,6 @@ fn properties_changed(path: &str, e: &Entry) -> Option<Message> {
     append_props(&mut IterAppend::new(&mut m), e, false);
     Some(m)
 }
-
-// SAFETY: valid single complete type, NUL-terminated.
-const ASV: dbus::Signature<'static> = unsafe { dbus::Signature::from_slice_unchecked("a{sv}\0") };
 
 #[cfg(test)]
 mod tests {
