@@ -31,7 +31,7 @@ use super::conn::{Bus, Conn, DEFAULT_TIMEOUT, error_reply, errors};
 use super::error::Error;
 use super::value::Value;
 use super::wait::Watchable;
-use super::wire::{BUSITEM, ENTRY_SV};
+use super::wire::{ASV, BUSITEM, ENTRY_SV};
 use dbus::Message;
 use dbus::arg::{ArgType, Iter, IterAppend};
 use dbus::channel::Watch;
@@ -187,8 +187,15 @@ impl Client {
     }
 
     fn busitem_call(&mut self, service: &str, path: &str, member: &str) -> Result<Message, Error> {
-        Message::new_method_call(service, path, BUSITEM, member)
-            .map_err(|_| Error::BadName(format!("{service} {path}")))
+        // Message::new_method_call panics on invalid names (From<&str>): validate first.
+        let dest = dbus::strings::BusName::new(service).map_err(|_| Error::BadName(service.to_owned()))?;
+        let path = dbus::Path::new(path).map_err(|_| Error::BadName(path.to_owned()))?;
+        Ok(Message::method_call(
+            &dest,
+            &path,
+            &dbus::strings::Interface::from(BUSITEM),
+            &dbus::strings::Member::from(member),
+        ))
     }
 
     /// Every path of `service` with its value: `GetItems` on `/`, or `GetValue` on `/`
@@ -433,8 +440,6 @@ pub(crate) fn read_items(it: &mut Iter, mut f: impl FnMut(&str, Value)) -> Optio
 
 /// Appends `aa{sv}` for `AddSettings`.
 pub(crate) fn append_settings(ia: &mut IterAppend, settings: &[Setting]) {
-    // SAFETY: valid single complete type, NUL-terminated.
-    const ASV: dbus::Signature<'static> = unsafe { dbus::Signature::from_slice_unchecked("a{sv}\0") };
     ia.append_array(&ASV, |a| {
         for s in settings {
             a.append_array(&ENTRY_SV, |d| {

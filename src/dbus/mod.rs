@@ -58,6 +58,8 @@
 //! # }
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod client;
 pub mod conn;
 pub mod error;

@@ -30,6 +30,8 @@ consts! {
     ENTRY_SV: Signature = "{sv}\0";
     ENTRY_SS: Signature = "{ss}\0";
     ENTRY_SASV: Signature = "{sa{sv}}\0";
+    ASV: Signature = "a{sv}\0";
+    ASS: Signature = "a{ss}\0";
 }
 
 const KEY_VALUE: &str = "Value\0";
@@ -153,6 +155,18 @@ mod tests {
             arr.next();
         }
         out
+    }
+
+    #[test]
+    fn static_names_are_valid() {
+        for sig in [&ASV, &ASS] {
+            assert!(Signature::new(sig.to_string()).is_ok(), "{sig}");
+        }
+        assert!(Path::new(ROOT_PATH.to_string()).is_ok());
+        assert!(Interface::new(BUSITEM_IFACE.to_string()).is_ok());
+        assert!(Member::new(ITEMS_CHANGED.to_string()).is_ok());
+        assert!(Member::new(PROPERTIES_CHANGED.to_string()).is_ok());
+        assert_eq!(&*BUSITEM_IFACE, BUSITEM);
     }
 
     #[test]

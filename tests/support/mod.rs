@@ -133,3 +133,82 @@ pub fn dbus_send(address: &str, path: &str, method: &str, args: &[&str]) -> Out 
     all.extend_from_slice(args);
     run("dbus-send", &all)
 }
+
+/// An application-shaped pair of threads: a D-Bus thread blocking in [`Waiter::wait`] with a
+/// 30 s timeout, and a "serial" thread that is stuck for `serial_busy` per reading (as in a
+/// Modbus timeout), then sends the reading number over a channel and wakes the D-Bus thread.
+/// The D-Bus thread publishes reading `n` as `/Ac/Power = n` in one `ItemsChanged`.
+pub struct App {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    waker: pzem::dbus::Waker,
+    threads: Vec<JoinHandle<()>>,
+    /// When reading `n` (1-based) was sent: `sent[n - 1]`.
+    pub sent: std::sync::Arc<std::sync::Mutex<Vec<std::time::Instant>>>,
+}
+
+impl App {
+    /// Starts both threads; the service `NAME` is claimed before this returns.
+    pub fn start(bus: &Bus, serial_busy: Duration) -> App {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::{Arc, Mutex};
+        let mut service = Service::new(bus, NAME, test_tree().build().unwrap()).unwrap();
+        let power = service.tree().id("/Ac/Power").unwrap();
+        let (mut waiter, waker) = Waiter::new().unwrap();
+        let (tx, rx) = mpsc::channel::<u32>();
+        let stop = Arc::new(AtomicBool::new(false));
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        let dbus_thread = {
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                let mut handler = test_handler;
+                while !stop.load(Ordering::Acquire) {
+                    let sources = [&service as &dyn Watchable];
+                    waiter.wait(sources, Some(Duration::from_secs(30))).unwrap();
+                    service.process(&mut handler).unwrap();
+                    for n in rx.try_iter() {
+                        service.set(power, f64::from(n));
+                    }
+                    service.flush().unwrap();
+                }
+            })
+        };
+        let serial_thread = {
+            let (stop, sent, waker) = (Arc::clone(&stop), Arc::clone(&sent), waker.clone());
+            std::thread::spawn(move || {
+                let mut n = 0;
+                while !stop.load(Ordering::Acquire) {
+                    std::thread::sleep(serial_busy); // stuck on the serial line
+                    n += 1;
+                    sent.lock().unwrap().push(std::time::Instant::now());
+                    if tx.send(n).is_err() {
+                        break;
+                    }
+                    waker.wake();
+                }
+            })
+        };
+        App {
+            stop,
+            waker,
+            threads: vec![dbus_thread, serial_thread],
+            sent,
+        }
+    }
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
+        self.waker.wake();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Sorted durations → (p50, p99, max).
+pub fn percentiles(mut d: Vec<Duration>) -> (Duration, Duration, Duration) {
+    d.sort_unstable();
+    let at = |q: f64| d[((d.len() - 1) as f64 * q).round() as usize];
+    (at(0.5), at(0.99), at(1.0))
+}

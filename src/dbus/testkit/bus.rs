@@ -45,8 +45,13 @@ impl PrivateBus {
                 )));
             }
         };
+        let Some(stdout) = child.stdout.take() else {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(Error::Io(std::io::Error::other("dbus-daemon stdout not captured")));
+        };
         let mut bus = PrivateBus {
-            _stdout: BufReader::new(child.stdout.take().expect("stdout is piped")),
+            _stdout: BufReader::new(stdout),
             child,
             dir,
             address: String::new(),

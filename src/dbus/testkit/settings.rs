@@ -17,10 +17,11 @@
 //! Not modelled: `AddSetting`/`AddSilentSetting` (old form), `RemoveSettings`, group nodes,
 //! persistence to XML.
 
+use crate::dbus::client::{SETTINGS_IFACE, SETTINGS_SERVICE as SERVICE};
 use crate::dbus::conn::{Conn, error_reply, errors};
 use crate::dbus::value::{Kind, Value};
 use crate::dbus::wait::{Waiter, Waker, Watchable};
-use crate::dbus::wire::{ENTRY_SASV, ENTRY_SV};
+use crate::dbus::wire::{ASV, BUSITEM, ENTRY_SASV, ENTRY_SV};
 use crate::dbus::{Bus, Error};
 use dbus::Message;
 use dbus::arg::{ArgType, Iter, IterAppend};
@@ -29,10 +30,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
-
-const SERVICE: &str = "com.victronenergy.settings";
-const SETTINGS_IFACE: &str = "com.victronenergy.Settings";
-const BUSITEM: &str = "com.victronenergy.BusItem";
 
 /// localsettings' `AddSettings` error codes (§5).
 const ERR_TYPE: i32 = -3;
@@ -216,7 +213,7 @@ fn set(store: &mut Store, path: &str, value: Value, out: &mut Vec<Message>) -> i
     };
     if e.value != value {
         e.value = value;
-        out.push(properties_changed(path, e));
+        out.extend(properties_changed(path, e));
     }
     0
 }
@@ -310,7 +307,7 @@ fn add_one(dict: &mut Iter, object: &str, store: &mut Store, out: &mut Vec<Messa
         min,
         max,
     };
-    out.push(properties_changed(&full, &e));
+    out.extend(properties_changed(&full, &e));
     store.insert(full, e);
     (relative, 0, Some(value))
 }
@@ -382,15 +379,14 @@ fn append_props(ia: &mut IterAppend, e: &Entry, limits: bool) {
     });
 }
 
-fn properties_changed(path: &str, e: &Entry) -> Message {
-    let mut m = Message::new_signal(path, BUSITEM, "PropertiesChanged")
-        .unwrap_or_else(|_| Message::new_signal("/", BUSITEM, "PropertiesChanged").expect("valid"));
+/// `PropertiesChanged` on the setting's path (`None` for a path that is not an object path;
+/// `add_one` refuses those).
+fn properties_changed(path: &str, e: &Entry) -> Option<Message> {
+    let path = dbus::Path::new(path).ok()?;
+    let mut m = Message::signal(&path, &BUSITEM.into(), &"PropertiesChanged".into());
     append_props(&mut IterAppend::new(&mut m), e, false);
-    m
+    Some(m)
 }
-
-// SAFETY: valid single complete type, NUL-terminated.
-const ASV: dbus::Signature<'static> = unsafe { dbus::Signature::from_slice_unchecked("a{sv}\0") };
 
 #[cfg(test)]
 mod tests {
