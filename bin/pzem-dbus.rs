@@ -1,1 +1,193 @@
-fn main() {}
+//! `pzem-dbus`: publish the PZEM meters on one line as Venus OS devices.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use getopts::Options;
+use pzem::dbus::Bus;
+use pzem::venus::app::{self, Config, Line};
+use pzem::venus::config::{MeterSpec, check_unique, parse_config};
+
+const DEFAULT_CONFIG: &str = "/data/conf/pzem.conf";
+const DEFAULT_STATE_DIR: &str = "/data/var/lib/pzem-venus";
+
+const HELP_TAIL: &str = "\
+Meters: -m ADDR:MODEL:ROLE, repeatable. MODEL is one of 016 014 004t 017 003
+ac dc auto; ROLE is grid acload pvinverter genset evcharger heatpump (AC) or
+dcsource dcload dcsystem alternator (DC). Without -m, meters come from the
+config file (one ADDR MODEL ROLE per line, # comments), and without that the
+factory address 1 is probed as AC, then DC (roles grid / dcsource).
+Once a meter is registered in localsettings, its role there (set in the GUI)
+wins over the configured one.
+
+The bus: the D-Bus system bus (DBUS_SYSTEM_BUS_ADDRESS is honoured), or --dbus.
+
+Examples:
+  pzem-dbus -d /dev/ttyUSB0 -m 1:016:grid -m 2:016:acload -m 3:017:dcsource
+  pzem-dbus -d /dev/ttyUSB0 -c /data/conf/pzem.conf
+  pzem-dbus --tcp 192.168.1.50:502 --mbap -m 1:016:pvinverter
+
+Exit codes: 0 stopped by a signal; 1 no meter answered at start-up, or all
+meters were silent for --silent-exit seconds (serial-starter then tries other
+drivers); 2 usage or config error; 3 the serial line or gateway went away;
+4 the D-Bus connection failed or a service name is taken.";
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::Relaxed);
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut opts = Options::new();
+    opts.optopt("d", "device", "serial device of the RS-485 adapter", "TTY");
+    opts.optopt(
+        "",
+        "tcp",
+        "a serial-to-Ethernet gateway passing RTU frames",
+        "HOST:PORT",
+    );
+    opts.optflag("", "mbap", "with --tcp: the gateway speaks Modbus TCP");
+    opts.optmulti("m", "meter", "a meter on the line", "ADDR:MODEL:ROLE");
+    opts.optopt(
+        "c",
+        "config",
+        &format!("meters from this file (default {DEFAULT_CONFIG} if present)"),
+        "FILE",
+    );
+    opts.optopt("i", "interval", "poll interval per meter in ms (default 1000)", "MS");
+    opts.optopt("t", "timeout", "reply timeout in ms (default 300)", "MS");
+    opts.optopt("", "dbus", "D-Bus address instead of the system bus", "ADDRESS");
+    opts.optopt(
+        "",
+        "state-dir",
+        &format!("energy state directory (default {DEFAULT_STATE_DIR})"),
+        "DIR",
+    );
+    opts.optopt(
+        "",
+        "settings-wait",
+        "seconds to wait for localsettings (default 10)",
+        "S",
+    );
+    opts.optopt(
+        "",
+        "silent-exit",
+        "exit after all meters were silent this long, 0 = never (default 60)",
+        "S",
+    );
+    opts.optflag("v", "verbose", "log debug messages");
+    opts.optflag("h", "help", "show this help");
+    opts.optflag("V", "version", "show the version");
+    let matches = match opts.parse(&args) {
+        Ok(m) => m,
+        Err(e) => return usage_error(&e.to_string()),
+    };
+    if matches.opt_present("h") {
+        println!(
+            "{}\n{HELP_TAIL}",
+            opts.usage("Usage: pzem-dbus (-d TTY | --tcp HOST:PORT [--mbap]) [options]")
+        );
+        return ExitCode::SUCCESS;
+    }
+    if matches.opt_present("V") {
+        println!("pzem-dbus {}", env!("CARGO_PKG_VERSION"));
+        return ExitCode::SUCCESS;
+    }
+    let level = if matches.opt_present("v") { "debug" } else { "info" };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
+        .format_timestamp(None)
+        .format_target(false)
+        .init();
+
+    let line = match (
+        matches.opt_str("d"),
+        matches.opt_str("tcp"),
+        matches.opt_present("mbap"),
+    ) {
+        (Some(_), Some(_), _) => return usage_error("give either -d TTY or --tcp HOST:PORT, not both"),
+        (Some(_), None, true) => return usage_error("--mbap goes with --tcp"),
+        (Some(tty), None, false) => Line::Serial(tty),
+        (None, Some(addr), false) => Line::RtuOverTcp(addr),
+        (None, Some(addr), true) => Line::ModbusTcp(addr),
+        (None, None, _) => return usage_error("say where the meters are: -d /dev/ttyUSB0 or --tcp HOST:PORT"),
+    };
+    let meters = match meters(&matches) {
+        Ok(m) => m,
+        Err(e) => return usage_error(&e),
+    };
+    let ms = |name: &str, default: u64, min: u64| -> Result<Duration, String> {
+        match matches.opt_str(name) {
+            None => Ok(Duration::from_millis(default)),
+            Some(t) => match t.parse::<u64>() {
+                Ok(v) if v >= min => Ok(Duration::from_millis(v)),
+                _ => Err(format!("--{name} takes a whole number of at least {min}, not '{t}'")),
+            },
+        }
+    };
+    let parsed = (|| -> Result<Config, String> {
+        let poll_interval = ms("interval", 1000, 100)?;
+        let timeout = ms("timeout", 300, 20)?;
+        let settings_wait = ms("settings-wait", 10, 0)?.as_millis() as u64;
+        let silent_exit = ms("silent-exit", 60, 0)?.as_millis() as u64;
+        Ok(Config {
+            line,
+            meters,
+            poll_interval,
+            timeout,
+            bus: Bus::from_flag(matches.opt_str("dbus").as_deref()),
+            state_dir: PathBuf::from(matches.opt_str("state-dir").unwrap_or_else(|| DEFAULT_STATE_DIR.into())),
+            settings_wait: Duration::from_secs(settings_wait),
+            silent_exit: (silent_exit > 0).then(|| Duration::from_secs(silent_exit)),
+            startup_budget: Duration::from_secs(4),
+            failures_to_vanish: 3,
+        })
+    })();
+    let config = match parsed {
+        Ok(c) => c,
+        Err(e) => return usage_error(&e),
+    };
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+    }
+    ExitCode::from(app::run(&config, &STOP) as u8)
+}
+
+/// Meters from -m, else the config file, else the default probe.
+fn meters(matches: &getopts::Matches) -> Result<Vec<MeterSpec>, String> {
+    let flags = matches.opt_strs("m");
+    if !flags.is_empty() {
+        let mut specs: Vec<MeterSpec> = Vec::new();
+        for text in &flags {
+            let spec = MeterSpec::parse(text).map_err(|e| format!("-m {e}"))?;
+            check_unique(&specs, &spec).map_err(|e| format!("-m {text}: {e}"))?;
+            specs.push(spec);
+        }
+        return Ok(specs);
+    }
+    let (path, explicit) = match matches.opt_str("c") {
+        Some(p) => (p, true),
+        None => (DEFAULT_CONFIG.to_string(), false),
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let specs = parse_config(&text).map_err(|e| format!("{path}: {e}"))?;
+            if specs.is_empty() {
+                return Err(format!("{path}: no meters in it (one ADDR MODEL ROLE per line)"));
+            }
+            Ok(specs)
+        }
+        Err(e) if explicit => Err(format!("cannot read {path}: {e}")),
+        Err(_) => Ok(app::default_meters()),
+    }
+}
+
+fn usage_error(message: &str) -> ExitCode {
+    eprintln!("pzem-dbus: {message}\nTry 'pzem-dbus --help'.");
+    ExitCode::from(2)
+}

@@ -14,9 +14,10 @@ pub fn sanitise(text: &str) -> String {
         .collect()
 }
 
-/// The name of a serial device without its directory: `/dev/ttyUSB0` → `ttyUSB0`.
+/// The name of a serial device without `/dev/`: `/dev/ttyUSB0` → `ttyUSB0`,
+/// `/dev/pts/3` → `pts/3`.
 pub fn tty_name(path: &str) -> &str {
-    path.rsplit('/').next().unwrap_or(path)
+    path.strip_prefix("/dev/").unwrap_or(path)
 }
 
 /// The identity of the line a meter is on.
@@ -74,7 +75,7 @@ impl PortId {
 
 /// Look up the USB serial number of the adapter behind a tty in sysfs.
 pub fn usb_serial_of(path: &str) -> Option<String> {
-    let name = tty_name(path);
+    let name = tty_name(path).rsplit('/').next().unwrap_or(path);
     ["device/../serial", "device/../../serial"].iter().find_map(|rel| {
         std::fs::read_to_string(format!("/sys/class/tty/{name}/{rel}"))
             .ok()
@@ -100,5 +101,9 @@ mod tests {
         assert_eq!(t.service_name("grid", 3), "com.victronenergy.grid.pzem_10_0_0_5_502_3");
         assert_eq!(t.connection(3), "Modbus TCP 10.0.0.5:502:3");
         assert_eq!(sanitise("pts/3"), "pts_3");
+        assert_eq!(
+            PortId::serial("/dev/pts/3", None).service_name("grid", 1),
+            "com.victronenergy.grid.pzem_pts_3_1"
+        );
     }
 }
