@@ -41,6 +41,7 @@ fn assert_reading_matches(sim: &SimServer, address: u8, reading: &Reading) {
 
 #[test]
 #[cfg(feature = "serial")]
+#[cfg_attr(any(target_arch = "arm", target_arch = "aarch64"), ignore = "no tty under qemu")]
 fn mixed_line_over_a_pty() {
     let sim = SimServer::pty(mixed_line(), Pacing::NONE).unwrap();
     let mut client = pty_client(&sim);
@@ -58,6 +59,7 @@ fn mixed_line_over_a_pty() {
 
 #[test]
 #[cfg(feature = "serial")]
+#[cfg_attr(any(target_arch = "arm", target_arch = "aarch64"), ignore = "no tty under qemu")]
 fn parameters_are_written_and_read_back() {
     let sim = SimServer::pty(mixed_line(), Pacing::NONE).unwrap();
     let mut client = pty_client(&sim);
@@ -81,6 +83,7 @@ fn parameters_are_written_and_read_back() {
 
 #[test]
 #[cfg(feature = "serial")]
+#[cfg_attr(any(target_arch = "arm", target_arch = "aarch64"), ignore = "no tty under qemu")]
 fn energy_reset() {
     let sim = SimServer::pty(mixed_line(), Pacing::NONE).unwrap();
     sim.bus().meter_mut(1).unwrap().set_energy_wh(12_345);
@@ -92,6 +95,7 @@ fn energy_reset() {
 
 #[test]
 #[cfg(feature = "serial")]
+#[cfg_attr(any(target_arch = "arm", target_arch = "aarch64"), ignore = "no tty under qemu")]
 fn refusals_are_typed_and_not_retried() {
     let sim = SimServer::pty(mixed_line(), Pacing::NONE).unwrap();
     let mut client = pty_client(&sim);
@@ -105,6 +109,7 @@ fn refusals_are_typed_and_not_retried() {
 
 #[test]
 #[cfg(feature = "serial")]
+#[cfg_attr(any(target_arch = "arm", target_arch = "aarch64"), ignore = "no tty under qemu")]
 fn general_address_with_one_and_two_meters() {
     let single = SimServer::pty(SimBus::new(vec![SimMeter::new(Model::Pzem017, 9)], 1), Pacing::NONE).unwrap();
     let mut client = pty_client(&single);
@@ -119,6 +124,7 @@ fn general_address_with_one_and_two_meters() {
 
 #[test]
 #[cfg(feature = "serial")]
+#[cfg_attr(any(target_arch = "arm", target_arch = "aarch64"), ignore = "no tty under qemu")]
 fn injected_faults_never_produce_a_wrong_value() {
     let mut bus = mixed_line();
     bus.faults = Faults::parse("no-reply=0.1,bad-crc=0.1,truncated=0.1,garbage=0.1,exception=0.05").unwrap();
@@ -151,6 +157,7 @@ fn injected_faults_never_produce_a_wrong_value() {
 
 #[test]
 #[cfg(feature = "serial")]
+#[cfg_attr(any(target_arch = "arm", target_arch = "aarch64"), ignore = "no tty under qemu")]
 fn retries_recover_from_transient_faults() {
     let mut bus = mixed_line();
     bus.faults = Faults::parse("bad-crc=0.3").unwrap();
@@ -164,6 +171,7 @@ fn retries_recover_from_transient_faults() {
 
 #[test]
 #[cfg(feature = "serial")]
+#[cfg_attr(any(target_arch = "arm", target_arch = "aarch64"), ignore = "no tty under qemu")]
 fn paced_line_takes_wire_time() {
     let sim = SimServer::pty(mixed_line(), Pacing::real(StopBits::Two)).unwrap();
     let mut client = pty_client(&sim);
@@ -198,6 +206,7 @@ fn modbus_tcp() {
 
 #[test]
 #[cfg(feature = "serial")]
+#[cfg_attr(any(target_arch = "arm", target_arch = "aarch64"), ignore = "no tty under qemu")]
 fn a_hung_up_line_is_an_io_error() {
     let mut sim = SimServer::pty(mixed_line(), Pacing::NONE).unwrap();
     let mut client = pty_client(&sim);

@@ -67,6 +67,7 @@ fn frame_build_and_decode_allocates_nothing() {
 
 #[test]
 #[cfg(feature = "serial")]
+#[cfg_attr(any(target_arch = "arm", target_arch = "aarch64"), ignore = "no tty under qemu")]
 fn polling_over_a_pty_allocates_nothing() {
     use pzem::sim::{Pacing, SimBus, SimMeter, SimServer};
     use pzem::{Address, Client, Model, StopBits};
