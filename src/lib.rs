@@ -19,6 +19,8 @@ pub mod crc;
 pub mod dc;
 pub mod error;
 pub mod frame;
+#[cfg(feature = "cli")]
+pub mod info;
 pub mod model;
 #[cfg(feature = "serial")]
 pub mod serial;
