@@ -51,12 +51,12 @@ impl Exit {
     pub fn description(self) -> &'static str {
         match self {
             Exit::Ok => "ok",
-            Exit::Cancelled => "cancelled at the confirmation prompt; nothing was changed",
-            Exit::Usage => "usage error: bad option or value, or the action does not fit the meter; nothing written",
-            Exit::NoAnswer => "no valid answer: the meter is silent or its replies are garbled (scan: nothing found)",
-            Exit::Refused => "the meter refused the request (the Modbus exception code is named)",
-            Exit::Verify => "verification failed: a value was written but reads back differently",
-            Exit::Io => "I/O error: the device cannot be opened or the line failed",
+            Exit::Cancelled => "cancelled at the prompt; nothing was changed",
+            Exit::Usage => "usage: bad option or value, or wrong meter type for the action; nothing written",
+            Exit::NoAnswer => "no valid answer: the meter is silent or garbled (--scan: nothing found)",
+            Exit::Refused => "the meter refused the request (the exception code is named)",
+            Exit::Verify => "verification failed: a written value reads back differently",
+            Exit::Io => "I/O error: the device cannot be opened, or the line failed",
         }
     }
 
