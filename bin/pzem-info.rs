@@ -46,6 +46,11 @@ HIGH,LOW in V (DC): high 5-350, low 1-350, low below high, 0.01 V steps.
 Every change is read back and confirmed. --reset-energy asks for confirmation
 on a terminal; without a terminal it needs --yes.
 
+Output: aligned text with units, or with --json one JSON document on stdout
+with the same content (\"ok\": true); when a meter fails, the document has
+\"ok\": false and an \"error\" with the exit code and the message. Errors and
+the confirmation prompt go to stderr.
+
 Timeouts: --timeout MS is the reply timeout, 250 ms by default; in --scan it
 is the time given to each address, 100 ms by default (no retries; addresses
 with garbled replies are checked again). A full scan of 1-247 takes about
@@ -266,12 +271,11 @@ fn confirm(meter: &MeterReport) -> bool {
     } else {
         format!("address {}", meter.queried)
     };
-    eprint!(
+    err(&format!(
         "Reset the energy counter of the {} at {at}, now {} kWh? This cannot be undone. [y/N] ",
         text::model_label(meter.model),
         fixed(u64::from(meter.reading.energy_wh()), 3)
-    );
-    let _ = io::stderr().flush();
+    ));
     let mut answer = String::new();
     match io::stdin().lock().read_line(&mut answer) {
         Ok(n) if n > 0 => matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes"),
@@ -286,8 +290,15 @@ fn out(s: &str) {
     let _ = stdout.flush();
 }
 
+/// Write to stderr, ignoring failures (a closed stderr is no reason to panic).
+fn err(s: &str) {
+    let mut stderr = io::stderr().lock();
+    let _ = stderr.write_all(s.as_bytes());
+    let _ = stderr.flush();
+}
+
 fn fail(cli: &Cli, link: &Link, exit: Exit, address: Option<u8>, message: &str) -> ExitCode {
-    eprint!("{PROGRAM}: {message}");
+    err(&format!("{PROGRAM}: {message}"));
     if cli.json {
         let doc = json::error_document(cli.action.name(), &link.device, exit.code(), address, message);
         out(&doc.to_pretty());
@@ -308,15 +319,14 @@ fn run(cli: &Cli) -> ExitCode {
         confirm: |m: &MeterReport| cli.yes || confirm(m),
         progress: |a: Address| {
             if show_progress {
-                eprint!("\rscanning address {a:>3} ...");
-                let _ = io::stderr().flush();
+                err(&format!("\rscanning address {a:>3} ..."));
             }
         },
         scan_timeout: cli.scan_timeout,
     };
     let result = pzem::info::run(&mut client, cli.target, cli.action, hooks);
     if show_progress {
-        eprint!("\r{:24}\r", "");
+        err(&format!("\r{:24}\r", ""));
     }
     match result {
         Ok(report) => {
@@ -351,7 +361,7 @@ fn main() -> ExitCode {
         }
         Ok(Parsed::Run(cli)) => run(&cli),
         Err(e) => {
-            eprintln!("{PROGRAM}: {e}\nTry '{PROGRAM} --help'.");
+            err(&format!("{PROGRAM}: {e}\nTry '{PROGRAM} --help'.\n"));
             ExitCode::from(Exit::Usage.code())
         }
     }
