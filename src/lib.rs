@@ -23,6 +23,8 @@ pub mod dc;
 pub mod energy;
 pub mod error;
 pub mod frame;
+#[cfg(feature = "cli")]
+pub mod info;
 pub mod model;
 #[cfg(feature = "serial")]
 pub mod serial;

@@ -1,0 +1,303 @@
+//! Error messages for people: which device and address, what failed, and
+//! what to check.
+
+use std::fmt::Write as _;
+use std::io;
+use std::time::Duration;
+
+use crate::error::Error;
+use crate::frame::ExceptionCode;
+use crate::model::StopBits;
+
+use super::actions::ActionError;
+use super::text::model_label;
+
+/// How the meters are reached, for messages.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Link {
+    /// Device path or `HOST:PORT`.
+    pub device: String,
+    /// Serial settings, or `None` behind a TCP gateway.
+    pub stop_bits: Option<StopBits>,
+    /// Modbus TCP rather than RTU over TCP (gateways only).
+    pub mbap: bool,
+}
+
+impl Link {
+    /// A serial line at 9600 baud with `stop_bits`.
+    pub fn serial(path: &str, stop_bits: StopBits) -> Link {
+        Link {
+            device: path.to_string(),
+            stop_bits: Some(stop_bits),
+            mbap: false,
+        }
+    }
+
+    /// A TCP gateway at `addr`.
+    pub fn tcp(addr: &str, mbap: bool) -> Link {
+        Link {
+            device: addr.to_string(),
+            stop_bits: None,
+            mbap,
+        }
+    }
+
+    /// e.g. `/dev/ttyUSB0 (9600 8N2)` or `10.0.0.5:502 (Modbus TCP gateway)`.
+    pub fn describe(&self) -> String {
+        match (self.stop_bits, self.mbap) {
+            (Some(StopBits::One), _) => format!("{} (9600 8N1)", self.device),
+            (Some(StopBits::Two), _) => format!("{} (9600 8N2)", self.device),
+            (None, true) => format!("{} (Modbus TCP gateway)", self.device),
+            (None, false) => format!("{} (RTU over TCP gateway)", self.device),
+        }
+    }
+
+    fn stop_bits_hint(&self) -> &'static str {
+        match self.stop_bits {
+            Some(StopBits::Two) => {
+                "stop bits: AC meters use 8N1, DC meters 8N2; this line is open at 8N2 \
+                 (-t dc or auto); if an AC meter stays silent, try -t ac"
+            }
+            Some(StopBits::One) => {
+                "stop bits: AC meters use 8N1, DC meters 8N2; this line is open at 8N1 (-t ac); \
+                 for a DC meter use -t dc"
+            }
+            None => "the gateway's serial side: 9600 baud, 8N1 for AC meters, 8N2 for DC meters",
+        }
+    }
+}
+
+/// What to check when a meter does not answer.
+pub fn no_answer_checklist(link: &Link) -> String {
+    let mut out = String::from("Check:\n");
+    for line in [
+        "the address: list the meters with --scan, or use -a 0xF8 when only one meter is on the line",
+        "wiring: A to A and B to B (swap them if unsure), and a common ground",
+        "termination: 120 ohm across A and B at both ends of a long line",
+        link.stop_bits_hint(),
+        "power: an AC meter without mains does not answer at all; \
+         a DC meter needs 7 V or more on its input, or 5 V on its USB port",
+    ] {
+        let _ = writeln!(out, "  - {line}");
+    }
+    if link.stop_bits.is_none() {
+        let _ = writeln!(
+            out,
+            "  - the gateway mode: --tcp is RTU over TCP, add --modbus-tcp for Modbus TCP"
+        );
+    }
+    out
+}
+
+fn refusal_hint(code: ExceptionCode, doing: &str) -> &'static str {
+    match code {
+        ExceptionCode::IllegalFunction => "The meter does not support this function.",
+        ExceptionCode::IllegalDataAddress if doing.contains("shunt") => {
+            "The meter has no such register: a PZEM-003 has no shunt setting (its 10 A shunt is built in)."
+        }
+        ExceptionCode::IllegalDataAddress => "The meter has no such register: is it the model you expect?",
+        ExceptionCode::IllegalDataValue => "The meter did not accept the value; check the ranges in --help.",
+        ExceptionCode::SlaveDeviceFailure => {
+            "The meter failed to carry out the request; try again, and check its supply."
+        }
+        ExceptionCode::Other(_) => "This is not a documented PZEM exception: is it a PZEM meter?",
+    }
+}
+
+/// The message for a failed action, for stderr (several lines, no
+/// program name).
+pub fn explain(err: &ActionError, link: &Link, timeout: Duration) -> String {
+    let dev = link.describe();
+    match err {
+        ActionError::Device {
+            address,
+            doing,
+            answered_before,
+            error,
+        } => {
+            let at = if address.is_general() {
+                "the general address 0xF8".to_string()
+            } else {
+                format!("address {address}")
+            };
+            if let Some(code) = error.exception() {
+                return format!(
+                    "the meter at {at} on {dev} refused the request while {doing}: {code}.\n{}\n",
+                    refusal_hint(code, doing)
+                );
+            }
+            match error {
+                e if e.is_garbled() && address.is_general() => format!(
+                    "garbled reply at {at} on {dev} while {doing} ({e}).\n\
+                     More than one meter may be answering: 0xF8 reaches every meter on the line, so it \
+                     works only with a single meter connected.\n\
+                     List the meters with --scan, then choose one with -a ADDR.\n"
+                ),
+                e if e.is_garbled() => format!(
+                    "garbled reply from {at} on {dev} while {doing} ({e}).\n\
+                     Two meters may share this address (list them with --scan), or the line is noisy.\n{}",
+                    no_answer_checklist(link)
+                ),
+                Error::NoAnswer if *answered_before => format!(
+                    "the meter at {at} on {dev} answered at first, then stopped answering while {doing} \
+                     (no reply within {} ms, retried).\n{}{}",
+                    timeout.as_millis(),
+                    if doing.contains("new address") {
+                        "If the write went through, the meter now answers at its new address; \
+                         --scan will tell.\n"
+                    } else {
+                        "Check that it is still powered and connected: a loose A/B wire or an AC meter \
+                         losing mains looks like this.\n"
+                    },
+                    no_answer_checklist(link)
+                ),
+                Error::NoAnswer => format!(
+                    "no answer from {at} on {dev} while {doing} (no reply within {} ms, retried).\n{}",
+                    timeout.as_millis(),
+                    no_answer_checklist(link)
+                ),
+                Error::Verify { .. } => format!(
+                    "verification failed at {at} on {dev} while {doing}: {error}.\n\
+                     The meter acknowledged the write but did not keep the value. Try again; if it \
+                     persists, power-cycle the meter and check it with pzem-info -a ADDR.\n"
+                ),
+                Error::Io(e) => io_message(link, e),
+                e => format!("{at} on {dev}: {doing}: {e}\n"),
+            }
+        }
+        ActionError::WrongFamily {
+            address,
+            model,
+            action,
+            needs,
+        } => format!(
+            "the meter at address {address} on {dev} is a {} ({} meter); --{action} is for {needs} meters. \
+             Nothing was written.\n",
+            model_label(*model),
+            model.family()
+        ),
+        ActionError::AddressTaken { address, model } => format!(
+            "address {address} is already used by a {} on {dev}; choose a free address (list them with --scan). \
+             Nothing was written.\n",
+            model_label(*model)
+        ),
+        ActionError::NothingFound(range) => format!(
+            "no meter answered at addresses {}-{} on {dev}.\n{}",
+            range.from,
+            range.to,
+            no_answer_checklist(link)
+        ),
+        ActionError::Cancelled => "cancelled; nothing was changed.\n".to_string(),
+    }
+}
+
+/// The message when the device cannot be opened or the line fails.
+pub fn io_message(link: &Link, e: &io::Error) -> String {
+    if link.stop_bits.is_some() {
+        format!(
+            "cannot use {}: {e}.\n\
+             Check the device path (ls /dev/ttyUSB* /dev/serial/by-id/), the permissions (group dialout), \
+             and that no other program (the pzem-dbus service, serial-starter) is using the port.\n",
+            link.device
+        )
+    } else {
+        format!(
+            "cannot use the gateway {}: {e}.\nCheck the host and port, and that the gateway is reachable.\n",
+            link.device
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::address::Address;
+    use crate::frame::{FrameError, Function};
+    use crate::info::options::ScanRange;
+    use crate::model::{Family, Model};
+
+    fn link() -> Link {
+        Link::serial("/dev/ttyUSB0", StopBits::Two)
+    }
+
+    fn device(address: Address, answered_before: bool, error: Error) -> ActionError {
+        ActionError::Device {
+            address,
+            doing: "identifying the meter",
+            answered_before,
+            error,
+        }
+    }
+
+    #[test]
+    fn collision_at_general_address() {
+        let e = device(Address::GENERAL, false, Error::Frame(FrameError::Crc));
+        let msg = explain(&e, &link(), Duration::from_millis(250));
+        assert!(msg.contains("0xF8"), "{msg}");
+        assert!(msg.contains("More than one meter may be answering"), "{msg}");
+        assert!(msg.contains("--scan") && msg.contains("-a ADDR"), "{msg}");
+        assert!(msg.contains("/dev/ttyUSB0 (9600 8N2)"), "{msg}");
+    }
+
+    #[test]
+    fn no_answer_names_what_to_check() {
+        let e = device(Address::unit(7).unwrap(), false, Error::NoAnswer);
+        let msg = explain(&e, &link(), Duration::from_millis(250));
+        assert!(
+            msg.starts_with("no answer from address 7 on /dev/ttyUSB0 (9600 8N2)"),
+            "{msg}"
+        );
+        for needle in ["A to A", "120 ohm", "8N1", "mains", "--scan"] {
+            assert!(msg.contains(needle), "{needle}: {msg}");
+        }
+        let e = device(Address::unit(7).unwrap(), true, Error::NoAnswer);
+        assert!(explain(&e, &link(), Duration::from_millis(250)).contains("answered at first, then stopped"));
+    }
+
+    #[test]
+    fn refusal_names_the_code() {
+        let e = ActionError::Device {
+            address: Address::unit(3).unwrap(),
+            doing: "writing the shunt range and reading it back",
+            answered_before: true,
+            error: Error::Frame(FrameError::Exception {
+                function: Function::WriteSingleRegister,
+                code: ExceptionCode::IllegalDataAddress,
+            }),
+        };
+        let msg = explain(&e, &link(), Duration::from_millis(250));
+        assert!(
+            msg.contains("refused") && msg.contains("illegal data address (0x02)"),
+            "{msg}"
+        );
+        assert!(msg.contains("PZEM-003"), "{msg}");
+    }
+
+    #[test]
+    fn other_failures() {
+        let tcp = Link::tcp("gw:502", true);
+        assert_eq!(tcp.describe(), "gw:502 (Modbus TCP gateway)");
+        let e = ActionError::WrongFamily {
+            address: Address::unit(1).unwrap(),
+            model: Model::GenericAc,
+            action: "set-shunt",
+            needs: Family::Dc,
+        };
+        assert!(explain(&e, &tcp, Duration::ZERO).contains("--set-shunt is for DC meters"));
+        let e = ActionError::NothingFound(ScanRange::ALL);
+        let msg = explain(&e, &tcp, Duration::ZERO);
+        assert!(msg.contains("1-247") && msg.contains("--modbus-tcp"), "{msg}");
+        let e = device(
+            Address::unit(1).unwrap(),
+            true,
+            Error::Verify {
+                what: "shunt range (A)",
+                wrote: 200,
+                read: 100,
+            },
+        );
+        assert!(explain(&e, &link(), Duration::ZERO).contains("verification failed at address 1"));
+        let e = device(Address::unit(1).unwrap(), false, Error::Io(io::Error::other("gone")));
+        assert!(explain(&e, &link(), Duration::ZERO).contains("dialout"));
+    }
+}

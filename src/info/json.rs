@@ -1,0 +1,244 @@
+//! The `--json` output: one document with the same content as the text.
+
+use crate::client::Reading;
+use crate::model::Model;
+
+use super::json_writer::Value;
+use super::report::{
+    Change, ChangeReport, Field, FieldValue, MeterReport, Report, ScanReport, parameter_fields, reading_fields,
+};
+
+fn field_value(f: &Field) -> Value {
+    match f.value {
+        FieldValue::Fixed { raw, places } => Value::fixed(raw, places),
+        FieldValue::Flag(on) => Value::Bool(on),
+        FieldValue::Missing(_) => Value::Null,
+    }
+}
+
+fn fields(list: Vec<Field>) -> Value {
+    Value::object(list.iter().map(|f| (f.key, field_value(f))))
+}
+
+fn model(m: Model) -> Value {
+    match m {
+        Model::GenericAc | Model::GenericDc => Value::Null,
+        m => Value::string(m.product_name()),
+    }
+}
+
+fn reading(r: &Reading) -> Value {
+    fields(reading_fields(r))
+}
+
+/// One meter as a JSON object.
+pub fn meter(m: &MeterReport) -> Value {
+    Value::object([
+        ("queried_address", Value::int(m.queried.get())),
+        ("general_address", Value::Bool(m.queried.is_general())),
+        ("address", Value::int(m.stored_address())),
+        ("family", Value::string(m.family().name())),
+        ("model", model(m.model)),
+        ("reading", reading(&m.reading)),
+        ("parameters", fields(parameter_fields(&m.parameters))),
+    ])
+}
+
+/// A scan as a JSON object.
+pub fn scan(s: &ScanReport) -> Value {
+    let elapsed_ms = u64::try_from(s.elapsed.as_millis()).unwrap_or(u64::MAX);
+    Value::object([
+        ("from", Value::int(s.from)),
+        ("to", Value::int(s.to)),
+        ("elapsed_s", Value::fixed(elapsed_ms, 3)),
+        (
+            "meters",
+            Value::Array(
+                s.found
+                    .iter()
+                    .map(|h| {
+                        Value::object([
+                            ("address", Value::int(h.address.get())),
+                            ("family", Value::string(h.reading.family().name())),
+                            ("model", model(h.model)),
+                            ("reading", reading(&h.reading)),
+                        ])
+                    })
+                    .collect(),
+            ),
+        ),
+        (
+            "problems",
+            Value::Array(
+                s.issues
+                    .iter()
+                    .map(|i| {
+                        Value::object([
+                            ("address", Value::int(i.address.get())),
+                            ("garbled", Value::Bool(i.garbled)),
+                            ("problem", Value::string(i.problem.clone())),
+                        ])
+                    })
+                    .collect(),
+            ),
+        ),
+    ])
+}
+
+fn cv(v: u16) -> Value {
+    Value::fixed(u64::from(v), 2)
+}
+
+fn kwh(wh: u32) -> Value {
+    Value::fixed(u64::from(wh), 3)
+}
+
+/// A confirmed change as a JSON object.
+pub fn change(c: &ChangeReport) -> Value {
+    let what = match c.change {
+        Change::Address { from, to, written } => Value::object([
+            ("address_before", Value::int(from)),
+            ("address_after", Value::int(to)),
+            ("written", Value::Bool(written)),
+        ]),
+        Change::EnergyReset { before_wh, after_wh } => Value::object([
+            ("energy_kwh_before", kwh(before_wh)),
+            ("energy_kwh_after", kwh(after_wh)),
+        ]),
+        Change::Shunt { before, after } => Value::object([
+            ("shunt_a_before", before.map_or(Value::Null, |s| Value::int(s.amps()))),
+            ("shunt_a_after", Value::int(after.amps())),
+        ]),
+        Change::PowerAlarm { before_w, after_w } => Value::object([
+            ("power_alarm_w_before", Value::int(before_w)),
+            ("power_alarm_w_after", Value::int(after_w)),
+        ]),
+        Change::VoltageAlarms { before_cv, after_cv } => Value::object([
+            ("high_voltage_alarm_v_before", cv(before_cv.0)),
+            ("high_voltage_alarm_v_after", cv(after_cv.0)),
+            ("low_voltage_alarm_v_before", cv(before_cv.1)),
+            ("low_voltage_alarm_v_after", cv(after_cv.1)),
+        ]),
+    };
+    Value::object([
+        ("confirmed", Value::Bool(true)),
+        ("change", what),
+        ("meter", meter(&c.meter)),
+    ])
+}
+
+fn header(action: &str, device: &str) -> Vec<(String, Value)> {
+    vec![
+        ("tool".into(), Value::string("pzem-info")),
+        ("version".into(), Value::string(env!("CARGO_PKG_VERSION"))),
+        ("action".into(), Value::string(action)),
+        ("device".into(), Value::string(device)),
+    ]
+}
+
+/// The whole document for a successful run on `device`.
+pub fn document(report: &Report, device: &str) -> Value {
+    let mut doc = header(report.action(), device);
+    doc.push(("ok".into(), Value::Bool(true)));
+    let (key, body) = match report {
+        Report::Meter(m) => ("meter", meter(m)),
+        Report::Scan(s) => ("scan", scan(s)),
+        Report::Change(c) => ("result", change(c)),
+    };
+    doc.push((key.into(), body));
+    Value::Object(doc)
+}
+
+/// The document for a failed run: the same message as on stderr, the exit
+/// code and, when a meter was addressed, its address.
+pub fn error_document(action: &str, device: &str, exit_code: u8, address: Option<u8>, message: &str) -> Value {
+    let mut doc = header(action, device);
+    doc.push(("ok".into(), Value::Bool(false)));
+    doc.push((
+        "error".into(),
+        Value::object([
+            ("exit_code", Value::int(exit_code)),
+            ("address", address.map_or(Value::Null, Value::int)),
+            ("message", Value::string(message)),
+        ]),
+    ));
+    Value::Object(doc)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::address::Address;
+    use crate::client::Parameters;
+    use crate::{AcParameters, AcReading, DcParameters, DcReading, Shunt};
+
+    fn dc() -> MeterReport {
+        MeterReport {
+            queried: Address::unit(2).unwrap(),
+            model: Model::Pzem017,
+            reading: Reading::Dc(DcReading {
+                voltage_cv: 1320,
+                current_ca: 5,
+                power_dw: 7,
+                energy_wh: 12_345,
+                high_voltage_alarm: true,
+                low_voltage_alarm: false,
+            }),
+            parameters: Parameters::Dc(DcParameters {
+                high_voltage_alarm_cv: 1440,
+                low_voltage_alarm_cv: 1150,
+                address: 2,
+                shunt: Some(Shunt::A300),
+            }),
+        }
+    }
+
+    #[test]
+    fn dc_meter_document() {
+        let text = document(&Report::Meter(dc()), "/dev/tty\"X\"").to_pretty();
+        assert!(text.contains("\"device\": \"/dev/tty\\\"X\\\"\""));
+        assert!(text.contains("\"voltage_v\": 13.20,"));
+        assert!(text.contains("\"current_a\": 0.05,"));
+        assert!(text.contains("\"power_w\": 0.7,"));
+        assert!(text.contains("\"energy_kwh\": 12.345,"));
+        assert!(text.contains("\"high_voltage_alarm\": true,"));
+        assert!(text.contains("\"shunt_a\": 300\n"));
+        assert!(text.contains("\"model\": \"PZEM-017\""));
+        assert!(text.contains("\"family\": \"DC\""));
+    }
+
+    #[test]
+    fn ac_change_document() {
+        let m = MeterReport {
+            queried: Address::GENERAL,
+            model: Model::GenericAc,
+            reading: Reading::Ac(AcReading::default()),
+            parameters: Parameters::Ac(AcParameters {
+                power_alarm_w: 100,
+                address: 7,
+            }),
+        };
+        let c = ChangeReport {
+            change: Change::PowerAlarm {
+                before_w: 23_000,
+                after_w: 100,
+            },
+            meter: m,
+        };
+        let text = document(&Report::Change(c), "d").to_pretty();
+        assert!(text.contains("\"action\": \"set-power-alarm\""));
+        assert!(text.contains("\"power_alarm_w_after\": 100\n"));
+        assert!(text.contains("\"queried_address\": 248,"));
+        assert!(text.contains("\"general_address\": true,"));
+        assert!(text.contains("\"model\": null,"));
+        assert!(text.contains("\"power_factor\": 0.00,"));
+    }
+
+    #[test]
+    fn error_doc() {
+        let text = error_document("show", "d", 3, Some(1), "no answer\nat all").to_pretty();
+        assert!(text.contains("\"ok\": false,"));
+        assert!(text.contains("\"message\": \"no answer\\nat all\""));
+        assert!(text.contains("\"exit_code\": 3,"));
+    }
+}
