@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use crate::address::Address;
 use crate::error::Error;
 use crate::frame::{MAX_RTU_FRAME, Reply, Request};
-use crate::model::{StopBits, frame_gap_us};
+use crate::model::{StopBits, frame_gap_us, wire_time_us};
 
 /// Buffer a reply is received into.
 pub type ReplyBuffer = [u8; MAX_RTU_FRAME];
@@ -152,6 +152,10 @@ impl<P: Port> Transport for RtuTransport<P> {
                 });
             }
             let expected = request.rtu_reply_len_after_header(buf[1]);
+            // The timeout bounds the wait for an answer; once one has started, let it
+            // finish (its wire time plus a margin), or a slow meter's tail would be lost.
+            let rest = Duration::from_micros(wire_time_us(expected, StopBits::Two)) + Duration::from_millis(20);
+            let deadline = deadline.max(Instant::now() + rest);
             let got = self.fill(buf, 2, expected, deadline)?;
             if got < expected {
                 return Err(Error::Incomplete { expected, got });
