@@ -27,7 +27,7 @@ The bus: the D-Bus system bus (DBUS_SYSTEM_BUS_ADDRESS is honoured), or --dbus.
 Examples:
   pzem-dbus -d /dev/ttyUSB0 -m 1:016:grid -m 2:016:acload -m 3:017:dcsource
   pzem-dbus -d /dev/ttyUSB0 -c /data/conf/pzem.conf
-  pzem-dbus --tcp 192.168.1.50:502 --mbap -m 1:016:pvinverter
+  pzem-dbus --tcp 192.168.1.50:502 --modbus-tcp -m 1:016:pvinverter
 
 Exit codes: 0 stopped by a signal; 1 no meter answered at start-up, or all
 meters were silent for --silent-exit seconds (serial-starter then tries other
@@ -50,7 +50,7 @@ fn main() -> ExitCode {
         "a serial-to-Ethernet gateway passing RTU frames",
         "HOST:PORT",
     );
-    opts.optflag("", "mbap", "with --tcp: the gateway speaks Modbus TCP");
+    opts.optflag("", "modbus-tcp", "with --tcp: the gateway speaks Modbus TCP");
     opts.optmulti("m", "meter", "a meter on the line", "ADDR:MODEL:ROLE");
     opts.optopt(
         "c",
@@ -89,7 +89,7 @@ fn main() -> ExitCode {
     if matches.opt_present("h") {
         println!(
             "{}\n{HELP_TAIL}",
-            opts.usage("Usage: pzem-dbus (-d TTY | --tcp HOST:PORT [--mbap]) [options]")
+            opts.usage("Usage: pzem-dbus (-d TTY | --tcp HOST:PORT [--modbus-tcp]) [options]")
         );
         return ExitCode::SUCCESS;
     }
@@ -106,10 +106,10 @@ fn main() -> ExitCode {
     let line = match (
         matches.opt_str("d"),
         matches.opt_str("tcp"),
-        matches.opt_present("mbap"),
+        matches.opt_present("modbus-tcp"),
     ) {
         (Some(_), Some(_), _) => return usage_error("give either -d TTY or --tcp HOST:PORT, not both"),
-        (Some(_), None, true) => return usage_error("--mbap goes with --tcp"),
+        (Some(_), None, true) => return usage_error("--modbus-tcp goes with --tcp"),
         (Some(tty), None, false) => Line::Serial(tty),
         (None, Some(addr), false) => Line::RtuOverTcp(addr),
         (None, Some(addr), true) => Line::ModbusTcp(addr),

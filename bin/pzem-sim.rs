@@ -13,11 +13,11 @@ Where (one of):
   --pty            create a pseudo-terminal pair and serve it (default);
                    the device path is printed on stdout
   --tty PATH       serve an existing serial device
-  --tcp HOST:PORT  listen on TCP (RTU frames; add --mbap for Modbus TCP)
+  --tcp HOST:PORT  listen on TCP (RTU frames; add --modbus-tcp for Modbus TCP)
 
 Examples:
   pzem-sim -m 1:016 -m 2:016 -m 3:017
-  pzem-sim --tcp 127.0.0.1:5020 --mbap -m 1:ac
+  pzem-sim --tcp 127.0.0.1:5020 --modbus-tcp -m 1:ac
   pzem-sim --pace --faults no-reply=0.05,bad-crc=0.02 --seed 7
 
 Runs until interrupted. Exit codes: 0 ok, 2 usage error, 1 cannot serve.";
@@ -30,7 +30,7 @@ fn main() -> ExitCode {
     opts.optflag("", "pty", "serve a new pseudo-terminal (default)");
     opts.optopt("", "tty", "serve an existing serial device", "PATH");
     opts.optopt("", "tcp", "listen on TCP", "HOST:PORT");
-    opts.optflag("", "mbap", "with --tcp: speak Modbus TCP instead of RTU frames");
+    opts.optflag("", "modbus-tcp", "with --tcp: speak Modbus TCP instead of RTU frames");
     opts.optflag("", "pace", "take real 9600-baud wire time and a 10 ms turnaround");
     opts.optopt("", "seed", "seed for values and faults (default 1)", "N");
     opts.optopt(
@@ -105,7 +105,7 @@ fn main() -> ExitCode {
         (Some(_), Some(_)) => return usage_error("give one of --pty, --tty, --tcp"),
         (Some(path), None) => SimServer::tty(&path, stop_bits, bus, pacing),
         (None, Some(addr)) => {
-            let framing = if m.opt_present("mbap") {
+            let framing = if m.opt_present("modbus-tcp") {
                 TcpFraming::Mbap
             } else {
                 TcpFraming::Rtu

@@ -9,7 +9,7 @@ use crate::address::Address;
 use crate::error::Error;
 use crate::frame::{MBAP_HEADER_LEN, Reply, Request};
 use crate::model::StopBits;
-use crate::transport::{DEFAULT_TIMEOUT, Port, ReplyBuffer, RtuTransport, Transport};
+use crate::transport::{DEFAULT_TIMEOUT, Port, ReplyBuffer, RtuTransport, Transport, fill};
 
 /// A TCP connection as a byte [`Port`] (for RTU over TCP).
 #[derive(Debug)]
@@ -105,21 +105,6 @@ impl ModbusTcp {
             timeout: DEFAULT_TIMEOUT,
         })
     }
-
-    fn fill(&mut self, buf: &mut [u8], deadline: Instant) -> Result<usize, Error> {
-        let mut got = 0;
-        while got < buf.len() {
-            let now = Instant::now();
-            if now >= deadline {
-                break;
-            }
-            match self.port.receive(&mut buf[got..], deadline - now)? {
-                0 => break,
-                n => got += n,
-            }
-        }
-        Ok(got)
-    }
 }
 
 impl Transport for ModbusTcp {
@@ -134,7 +119,7 @@ impl Transport for ModbusTcp {
         self.port
             .send(request.tcp_frame(self.transaction, address).as_bytes())?;
         let deadline = Instant::now() + self.timeout;
-        let got = self.fill(&mut buf[..MBAP_HEADER_LEN], deadline)?;
+        let got = fill(&mut self.port, buf, 0, MBAP_HEADER_LEN, deadline)?;
         if got < MBAP_HEADER_LEN {
             return Err(if got == 0 {
                 Error::NoAnswer
@@ -148,7 +133,7 @@ impl Transport for ModbusTcp {
         let mut header = [0u8; MBAP_HEADER_LEN];
         header.copy_from_slice(&buf[..MBAP_HEADER_LEN]);
         let total = MBAP_HEADER_LEN + request.tcp_reply_remaining(self.transaction, &header)?;
-        let got = MBAP_HEADER_LEN + self.fill(&mut buf[MBAP_HEADER_LEN..total], deadline)?;
+        let got = fill(&mut self.port, buf, MBAP_HEADER_LEN, total, deadline)?;
         if got < total {
             return Err(Error::Incomplete { expected: total, got });
         }

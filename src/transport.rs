@@ -102,24 +102,6 @@ impl<P: Port> RtuTransport<P> {
     pub fn port_mut(&mut self) -> &mut P {
         &mut self.port
     }
-
-    /// Read into `buf[from..to]` until it is full or `deadline` passes;
-    /// returns how far it got.
-    fn fill(&mut self, buf: &mut [u8], mut from: usize, to: usize, deadline: Instant) -> Result<usize, Error> {
-        while from < to {
-            let now = Instant::now();
-            if now >= deadline {
-                break;
-            }
-            match self.port.receive(&mut buf[from..to], deadline - now) {
-                Ok(0) => break,
-                Ok(n) => from += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(Error::Io(e)),
-            }
-        }
-        Ok(from)
-    }
 }
 
 impl<P: Port> Transport for RtuTransport<P> {
@@ -140,7 +122,7 @@ impl<P: Port> Transport for RtuTransport<P> {
         self.port.send(frame.as_bytes())?;
         let deadline = Instant::now() + self.timeout;
         let result = (|| {
-            let got = self.fill(buf, 0, 2, deadline)?;
+            let got = fill(&mut self.port, buf, 0, 2, deadline)?;
             if got < 2 {
                 return Err(if got == 0 {
                     Error::NoAnswer
@@ -156,7 +138,7 @@ impl<P: Port> Transport for RtuTransport<P> {
             // finish (its wire time plus a margin), or a slow meter's tail would be lost.
             let rest = Duration::from_micros(wire_time_us(expected, StopBits::Two)) + Duration::from_millis(20);
             let deadline = deadline.max(Instant::now() + rest);
-            let got = self.fill(buf, 2, expected, deadline)?;
+            let got = fill(&mut self.port, buf, 2, expected, deadline)?;
             if got < expected {
                 return Err(Error::Incomplete { expected, got });
             }
@@ -174,4 +156,28 @@ impl<P: Port> Transport for RtuTransport<P> {
     fn timeout(&self) -> Duration {
         self.timeout
     }
+}
+
+/// Read from `port` into `buf[from..to]` until it is full or `deadline`
+/// passes; returns how far it got.
+pub(crate) fn fill(
+    port: &mut impl Port,
+    buf: &mut [u8],
+    mut from: usize,
+    to: usize,
+    deadline: Instant,
+) -> Result<usize, Error> {
+    while from < to {
+        let now = Instant::now();
+        if now >= deadline {
+            break;
+        }
+        match port.receive(&mut buf[from..to], deadline - now) {
+            Ok(0) => break,
+            Ok(n) => from += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::Io(e)),
+        }
+    }
+    Ok(from)
 }
