@@ -684,7 +684,8 @@ fn counter_reset_keeps_energy_monotonic_across_restarts() {
 fn silent_meter_is_invalidated_and_comes_back() {
     let (sim, tty) = pty(&[(Model::Pzem016, 1), (Model::Pzem017, 2)], 6);
     let mut rig = Rig::new(true);
-    let args = rig.args(&["-d", &tty], &["1:016:grid", "2:017:dcload"], &[]);
+    // -t 300: a D-Bus thread that waited on the serial line would show in the latency below.
+    let args = rig.args(&["-d", &tty], &["1:016:grid", "2:017:dcload"], &["-t", "300"]);
     let mut p = rig.start(BIN, "pzem", &args);
     let (grid, dc) = (service_name("grid", &tty, 1), service_name("dcload", &tty, 2));
     rig.monitor.wait_connected(&grid, 10 * SECOND);
@@ -693,8 +694,8 @@ fn silent_meter_is_invalidated_and_comes_back() {
 
     sim.bus().meter_mut(1).unwrap().silent = true;
     let went = Instant::now();
-    // -i 200, three failures in a row: invalid within a few poll periods.
-    rig.monitor.until(3 * SECOND, "meter 1 invalidated", |m| {
+    // Three failures in a row (a cycle is then ~300 ms): invalid within a few poll periods.
+    rig.monitor.until(4 * SECOND, "meter 1 invalidated", |m| {
         m.get(&grid, "/Connected") == Some(&Value::Int(0))
             && AC_MEASUREMENTS.iter().all(|p| m.get(&grid, p) == Some(&Value::Invalid))
     });
@@ -708,6 +709,23 @@ fn silent_meter_is_invalidated_and_comes_back() {
     assert_eq!(rig.monitor.get(&dc, "/Connected"), Some(&Value::Int(1)));
     assert!(matches!(rig.monitor.get(&dc, "/Dc/0/Voltage"), Some(Value::Double(_))));
     assert!(p.log_text().contains("stopped answering"), "{}", p.log_text());
+
+    // Calls are answered while the line waits out timeouts (300 ms per poll of meter 1).
+    let mut latencies: Vec<Duration> = (0..40)
+        .map(|i| {
+            std::thread::sleep(Duration::from_millis(7 * (i % 5)));
+            let t = Instant::now();
+            rig.monitor.client.get_value(&grid, "/Connected").unwrap();
+            t.elapsed()
+        })
+        .collect();
+    latencies.sort();
+    let (p50, p90, max) = (latencies[20], latencies[36], latencies[39]);
+    assert!(
+        p90 < Duration::from_millis(50),
+        "GetValue p50 {p50:?} p90 {p90:?} max {max:?}"
+    );
+    eprintln!("GetValue during serial timeouts: p50 {p50:?} p90 {p90:?} max {max:?}");
 
     // Back by itself.
     sim.bus().meter_mut(1).unwrap().silent = false;
@@ -1018,6 +1036,29 @@ fn rtu_over_tcp() {
     assert_eq!(
         items["/Mgmt/Connection"],
         Value::from(format!("Modbus RTU over TCP {addr}:1").as_str())
+    );
+    check_every_state_was_served(&rig.monitor, &sim, &grid, 1, "", 0);
+    check_every_state_was_served(&rig.monitor, &sim, &dc, 2, "/History/EnergyIn", 0);
+    assert_eq!(p.try_exit(), None);
+}
+
+#[test]
+fn auto_models_are_probed() {
+    let (sim, tty) = pty(&[(Model::Pzem016, 1), (Model::Pzem017, 2)], 15);
+    let mut rig = Rig::new(true);
+    let args = rig.args(&["-d", &tty], &["1:auto", "2:auto:dcload"], &[]);
+    let mut p = rig.start(BIN, "pzem", &args);
+    let (grid, dc) = (service_name("grid", &tty, 1), service_name("dcload", &tty, 2));
+    rig.monitor.wait_connected(&grid, 10 * SECOND);
+    rig.monitor.wait_connected(&dc, 10 * SECOND);
+    rig.monitor.pump_for(SECOND);
+    assert_eq!(
+        rig.monitor.get(&grid, "/ProductName"),
+        Some(&Value::from("PZEM AC meter"))
+    );
+    assert_eq!(
+        rig.monitor.get(&dc, "/ProductName"),
+        Some(&Value::from("PZEM DC meter"))
     );
     check_every_state_was_served(&rig.monitor, &sim, &grid, 1, "", 0);
     check_every_state_was_served(&rig.monitor, &sim, &dc, 2, "/History/EnergyIn", 0);
