@@ -5,6 +5,7 @@
 //! [`StopBits::for_line`](crate::StopBits::for_line)).
 
 use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use serialport::{ClearBuffer, DataBits, FlowControl, Parity, SerialPort, TTYPort};
@@ -80,6 +81,15 @@ pub fn open_rtu(path: &str, stop_bits: StopBits) -> io::Result<RtuTransport<Seri
     Ok(RtuTransport::new(SerialLine::open(path, stop_bits)?, stop_bits))
 }
 
+fn set_cloexec(fd: std::os::fd::RawFd) -> io::Result<()> {
+    // SAFETY: fcntl on a descriptor we own; F_GETFD/F_SETFD only touch its flags.
+    let ok = unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFD);
+        flags >= 0 && libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC) == 0
+    };
+    if ok { Ok(()) } else { Err(io::Error::last_os_error()) }
+}
+
 /// A pseudo-terminal pair: the simulator serves the controlling side, a
 /// client opens [`PtyPair::path`] as if it were a USB dongle.
 pub struct PtyPair {
@@ -96,6 +106,12 @@ impl PtyPair {
     /// Create a pair.
     pub fn new() -> io::Result<PtyPair> {
         let (controller, device) = TTYPort::pair().map_err(io::Error::from)?;
+        // serialport opens both sides without O_CLOEXEC: a child process started while the
+        // pair exists (a test starting pzem-dbus) would inherit the controller, and the
+        // device side would never see a hang-up when the simulator closes its end.
+        for fd in [controller.as_raw_fd(), device.as_raw_fd()] {
+            set_cloexec(fd)?;
+        }
         let path = device
             .name()
             .ok_or_else(|| io::Error::other("pseudo-terminal has no device path"))?;

@@ -262,3 +262,67 @@ fn wait_for_name_is_bounded() {
     let _svc = Running::start(&bus.bus(), NAME, test_tree(), test_handler);
     client.wait_for_name(NAME, Duration::from_secs(5)).unwrap();
 }
+
+#[test]
+fn subscribe_service_filters_in_the_daemon() {
+    const OTHER: &str = "com.victronenergy.grid.pzem_other";
+    let bus = PrivateBus::start().unwrap();
+    let svc = Running::start(&bus.bus(), NAME, test_tree(), test_handler);
+    let other = Running::start(&bus.bus(), OTHER, test_tree(), test_handler);
+    let mut exact = Client::new(&bus.bus()).unwrap();
+    exact.subscribe_service(NAME).unwrap();
+    let mut by_prefix = Client::new(&bus.bus()).unwrap();
+    by_prefix.subscribe(&[NAME]).unwrap();
+    let (mut waiter, _waker) = Waiter::new().unwrap();
+    // Drain what every new connection gets (NameAcquired).
+    for client in [&mut exact, &mut by_prefix] {
+        client.get_value(OTHER, "/DeviceInstance").unwrap();
+        client.poll_events(&mut Vec::new()).unwrap();
+    }
+
+    assert!(other.with(|s| {
+        let power = s.tree().id("/Ac/Power").unwrap();
+        s.set(power, 3.0);
+        s.flush().unwrap()
+    }));
+    // A reply from OTHER comes after its signal: once it is in, the signal would be too.
+    for client in [&mut exact, &mut by_prefix] {
+        client.get_value(OTHER, "/DeviceInstance").unwrap();
+    }
+    let idle = |w: &mut Waiter, c: &Client| w.wait([c as &dyn Watchable], Some(Duration::ZERO)).unwrap();
+    assert!(
+        idle(&mut waiter, &exact).timed_out(),
+        "OTHER's signal reached the connection"
+    );
+    assert!(
+        !idle(&mut waiter, &by_prefix).timed_out(),
+        "prefix matching receives everything"
+    );
+    let mut events = Vec::new();
+    by_prefix.poll_events(&mut events).unwrap();
+    assert_eq!(events, [], "…and drops it in the process");
+
+    // The followed service's signals arrive, named by service.
+    assert!(svc.with(|s| {
+        let power = s.tree().id("/Ac/Power").unwrap();
+        s.set(power, 4.0);
+        s.flush().unwrap()
+    }));
+    assert_eq!(
+        events_after_sync(&mut exact),
+        [Event::ItemsChanged {
+            service: NAME.into(),
+            changes: vec![("/Ac/Power".into(), Value::Double(4.0))],
+        }]
+    );
+    assert_eq!(exact.set_value(NAME, "/CustomName", &"Shed".into()).unwrap(), 0);
+    assert_eq!(
+        events_after_sync(&mut exact),
+        [Event::PropertiesChanged {
+            service: NAME.into(),
+            path: "/CustomName".into(),
+            value: Value::from("Shed"),
+        }]
+    );
+    assert!(matches!(exact.subscribe_service("not a name"), Err(Error::BadName(_))));
+}

@@ -289,6 +289,31 @@ impl Client {
         Ok(())
     }
 
+    /// Follows exactly one service, with match rules that name it as the sender, so the
+    /// bus daemon delivers only its signals. [`Client::subscribe`] matches on prefixes in
+    /// this process: every `ItemsChanged` of every service (the caller's own included)
+    /// reaches the connection and is decoded before it is dropped, which costs a service
+    /// that publishes many changes more than its own publishing does.
+    pub fn subscribe_service(&mut self, name: &str) -> Result<(), Error> {
+        super::conn::check_bus_name(name)?;
+        self.prefixes = vec![name.to_owned()];
+        let rules = [
+            format!("type='signal',sender='{name}',interface='{BUSITEM}',member='ItemsChanged'"),
+            format!("type='signal',sender='{name}',interface='{BUSITEM}',member='PropertiesChanged'"),
+            format!(
+                "type='signal',sender='org.freedesktop.DBus',interface='org.freedesktop.DBus',member='NameOwnerChanged',arg0='{name}'"
+            ),
+        ];
+        for rule in &rules {
+            let msg = Conn::daemon_call("AddMatch").append1(rule.as_str());
+            self.conn.call(msg, self.timeout)?;
+        }
+        if let Some(owner) = self.name_owner(name)? {
+            self.owners.insert(owner, name.to_owned());
+        }
+        Ok(())
+    }
+
     fn follows(&self, name: &str) -> bool {
         name.starts_with(VENUS_PREFIX)
             && (self.prefixes.is_empty() || self.prefixes.iter().any(|p| name.starts_with(p)))

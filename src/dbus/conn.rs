@@ -138,6 +138,15 @@ impl Conn {
             Err(e) => Err(Error::BadReply(format!("RequestName: {e}"))),
         }
     }
+
+    /// `ReleaseName(name)`, waiting for the daemon's answer: once this returns, the name is
+    /// free for another connection (closing the connection frees it only when the daemon
+    /// gets round to noticing).
+    pub fn release_name(&mut self, name: &str) -> Result<(), Error> {
+        check_bus_name(name)?;
+        let msg = Conn::daemon_call("ReleaseName").append1(name);
+        self.call(msg, DEFAULT_TIMEOUT).map(drop)
+    }
 }
 
 /// `Ok` when `name` is a valid well-known bus name.

@@ -93,6 +93,14 @@ impl Service {
         })
     }
 
+    /// Gives the name up and closes the connection. Unlike a plain drop, the name is free
+    /// when this returns, so a new service can claim it at once (re-registration with a new
+    /// device instance under the same name).
+    pub fn release(mut self) -> Result<(), Error> {
+        self.conn.flush();
+        self.conn.release_name(&self.name)
+    }
+
     /// The well-known name.
     pub fn name(&self) -> &str {
         &self.name

@@ -516,7 +516,13 @@ impl Context<'_> {
         let Some(record) = m.record.clone() else { return Ok(()) };
         if let Some(old) = m.published.take() {
             log::info!("releasing {}", old.service.name());
-            drop(old);
+            // Released synchronously: the same name may be claimed again just below (an
+            // instance change keeps the class), and a dropped connection frees its name
+            // only when the daemon notices.
+            let name = old.service.name().to_owned();
+            if let Err(e) = old.service.release() {
+                log::warn!("releasing {name}: {e}");
+            }
         }
         let identity = MeterIdentity {
             model: m.model,

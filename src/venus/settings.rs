@@ -83,7 +83,7 @@ impl SettingsLink {
             Err(Error::Timeout(_)) => return Ok(None),
             Err(e) => return Err(e),
         }
-        client.subscribe(&[SETTINGS_SERVICE])?;
+        client.subscribe_service(SETTINGS_SERVICE)?;
         Ok(Some(SettingsLink { client }))
     }
 
