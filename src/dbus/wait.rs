@@ -67,6 +67,7 @@ impl Waker {
 pub struct Waiter {
     rx: UnixStream,
     fds: Vec<libc::pollfd>,
+    ready: Vec<bool>,
 }
 
 impl Waiter {
@@ -78,6 +79,7 @@ impl Waiter {
         let waiter = Waiter {
             rx,
             fds: Vec::with_capacity(8),
+            ready: Vec::with_capacity(8),
         };
         Ok((waiter, Waker { tx: Arc::new(tx) }))
     }
@@ -96,8 +98,11 @@ impl Waiter {
             revents: 0,
         });
         let mut backlog = false;
+        self.ready.clear();
         for s in sources {
-            backlog |= s.has_backlog();
+            let has_backlog = s.has_backlog();
+            backlog |= has_backlog;
+            self.ready.push(has_backlog);
             let w = s.watch();
             let mut events = 0;
             if w.read {
@@ -132,8 +137,18 @@ impl Waiter {
         if woken {
             self.drain();
         }
-        let bus = backlog || self.fds[1..].iter().any(|p| p.revents != 0);
+        for (ready, p) in self.ready.iter_mut().zip(&self.fds[1..]) {
+            *ready |= p.revents != 0;
+        }
+        let bus = self.ready.iter().any(|r| *r);
         Ok(Wakeup { bus, woken })
+    }
+
+    /// Whether source number `index` (in the order the last [`Waiter::wait`] was given
+    /// them) has something to process: readable, writable as wanted, or a backlog. Lets a
+    /// caller with many connections skip the idle ones.
+    pub fn is_ready(&self, index: usize) -> bool {
+        self.ready.get(index).copied().unwrap_or(false)
     }
 
     fn drain(&mut self) {

@@ -334,8 +334,17 @@ impl Context<'_> {
                 log::error!("waiting on D-Bus failed: {e}");
                 return ExitReason::BusLost;
             }
-            // D-Bus calls first: they must not wait behind anything.
+            // D-Bus calls first: they must not wait behind anything. Sources were given
+            // to the wait in meter order, so the k-th published meter is source k.
+            let mut source = 0;
             for i in 0..self.meters.len() {
+                if self.meters[i].published.is_none() {
+                    continue;
+                }
+                source += 1;
+                if !waiter.is_ready(source - 1) {
+                    continue;
+                }
                 let (family, role) = match (&self.meters[i].family, &self.meters[i].record) {
                     (Some(f), Some(r)) => (*f, r.role),
                     _ => continue,
@@ -350,7 +359,9 @@ impl Context<'_> {
                     return ExitReason::BusLost;
                 }
             }
-            if let Some(link) = self.settings.as_mut() {
+            if let Some(link) = self.settings.as_mut()
+                && waiter.is_ready(source)
+            {
                 changes.clear();
                 if let Err(e) = link.changes(&mut events, &mut changes) {
                     log::error!("D-Bus connection to localsettings lost: {e}");
