@@ -1064,3 +1064,72 @@ fn auto_models_are_probed() {
     check_every_state_was_served(&rig.monitor, &sim, &dc, 2, "/History/EnergyIn", 0);
     assert_eq!(p.try_exit(), None);
 }
+
+#[test]
+fn meters_from_a_config_file() {
+    let (sim, tty) = pty(&[(Model::Pzem016, 4), (Model::Pzem017, 7)], 16);
+    let mut rig = Rig::new(true);
+    let conf = rig.dir.path().join("pzem.conf");
+    std::fs::write(
+        &conf,
+        "# two meters\n4  016  pvinverter\n7:017:alternator  # on the engine\n",
+    )
+    .unwrap();
+    let args = rig.args(&["-d", &tty, "-c", conf.to_str().unwrap()], &[], &[]);
+    let mut p = rig.start(BIN, "pzem", &args);
+    let (pv, alt) = (service_name("pvinverter", &tty, 4), service_name("alternator", &tty, 7));
+    rig.monitor.wait_connected(&pv, 10 * SECOND);
+    rig.monitor.wait_connected(&alt, 10 * SECOND);
+    rig.monitor.pump_for(SECOND);
+    assert_eq!(rig.monitor.get(&pv, "/Position"), Some(&Value::Int(0)));
+    check_every_state_was_served(&rig.monitor, &sim, &pv, 4, "", 0);
+    check_every_state_was_served(&rig.monitor, &sim, &alt, 7, "/History/EnergyOut", 0);
+    assert_eq!(p.try_exit(), None);
+}
+
+#[test]
+fn without_meters_the_factory_address_is_probed() {
+    let (sim, tty) = pty(&[(Model::Pzem017, 1)], 17);
+    let mut rig = Rig::new(true);
+    let args = rig.args(&["-d", &tty, "-c", "/nonexistent/pzem.conf"], &[], &[]);
+    // An explicit config file that cannot be read is a usage error...
+    let mut p = rig.start(BIN, "bad", &args);
+    assert_eq!(p.wait_exit(5 * SECOND), Some(2));
+    // ...while no -m and no -c probes address 1 (as DC here: role dcsource).
+    let args = rig.args(&["-d", &tty], &[], &[]);
+    let mut p = rig.start(BIN, "pzem", &args);
+    let dc = service_name("dcsource", &tty, 1);
+    rig.monitor.wait_connected(&dc, 10 * SECOND);
+    rig.monitor.pump_for(SECOND);
+    check_every_state_was_served(&rig.monitor, &sim, &dc, 1, "/History/EnergyOut", 0);
+    assert_eq!(p.try_exit(), None);
+}
+
+#[test]
+fn modbus_tcp_gateway() {
+    let sim = SimServer::tcp(
+        "127.0.0.1:0",
+        TcpFraming::Mbap,
+        line(&[(Model::Pzem016, 3)], 18),
+        Pacing::NONE,
+    )
+    .unwrap();
+    let addr = sim.local_addr().unwrap().to_string();
+    let mut rig = Rig::new(true);
+    let args = rig.args(&["--tcp", &addr, "--modbus-tcp"], &["3:016:genset"], &[]);
+    let mut p = rig.start(BIN, "pzem", &args);
+    let port: String = addr
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    let genset = format!("com.victronenergy.genset.pzem_{port}_3");
+    rig.monitor.wait_connected(&genset, 10 * SECOND);
+    rig.monitor.pump_for(SECOND);
+    let items = rig.monitor.client.get_items(&genset).unwrap();
+    assert_eq!(
+        items["/Mgmt/Connection"],
+        Value::from(format!("Modbus TCP {addr}:3").as_str())
+    );
+    check_every_state_was_served(&rig.monitor, &sim, &genset, 3, "", 0);
+    assert_eq!(p.try_exit(), None);
+}
