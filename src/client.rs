@@ -133,18 +133,12 @@ impl<T: Transport> Client<T> {
 
     /// Read the ten measurement registers of an AC meter.
     pub fn read_ac(&mut self, address: Address) -> Result<AcReading, Error> {
-        let request = read_inputs(ac::INPUT_REGISTERS);
-        self.read_registers(address, request, |r| {
-            Ok(AcReading::from_registers(r).unwrap_or_default())
-        })
+        self.read_registers(address, READ_AC, |r| AcReading::from_registers(r).map_err(unexpected))
     }
 
     /// Read the eight measurement registers of a DC meter.
     pub fn read_dc(&mut self, address: Address) -> Result<DcReading, Error> {
-        let request = read_inputs(dc::INPUT_REGISTERS);
-        self.read_registers(address, request, |r| {
-            Ok(DcReading::from_registers(r).unwrap_or_default())
-        })
+        self.read_registers(address, READ_DC, |r| DcReading::from_registers(r).map_err(unexpected))
     }
 
     /// Read a meter of the given family.
@@ -157,20 +151,18 @@ impl<T: Transport> Client<T> {
 
     /// Read an AC meter's power alarm threshold and address.
     pub fn read_ac_parameters(&mut self, address: Address) -> Result<AcParameters, Error> {
-        let (start, count) = ac::PARAMETER_REGISTERS;
-        let request = read_holdings(start, count);
-        self.read_registers(address, request, |r| {
-            AcParameters::from_registers(r).map_err(|e| Error::Argument(e.to_string()))
+        self.read_registers(address, READ_AC_PARAMETERS, |r| {
+            AcParameters::from_registers(r).map_err(unexpected)
         })
     }
 
     /// Read a DC meter's voltage alarms, address and shunt range. A meter
     /// without the shunt register (PZEM-003) gives `shunt: None`.
     pub fn read_dc_parameters(&mut self, address: Address) -> Result<DcParameters, Error> {
-        let decode = |r: &Registers<'_>| DcParameters::from_registers(r).map_err(|e| Error::Argument(e.to_string()));
-        match self.read_registers(address, read_holdings(0, 4), decode) {
+        let decode = |r: &Registers<'_>| DcParameters::from_registers(r).map_err(unexpected);
+        match self.read_registers(address, READ_DC_PARAMETERS, decode) {
             Err(e) if e.exception() == Some(ExceptionCode::IllegalDataAddress) => {
-                self.read_registers(address, read_holdings(0, 3), decode)
+                self.read_registers(address, READ_DC_PARAMETERS_NO_SHUNT, decode)
             }
             other => other,
         }
@@ -188,8 +180,9 @@ impl<T: Transport> Client<T> {
     /// families). Useful at the general address to learn a lone meter's
     /// address.
     pub fn read_address(&mut self, address: Address) -> Result<u8, Error> {
-        self.read_registers(address, read_holdings(ac::REG_ADDRESS, 1), |r| {
-            Ok(r.get(0).unwrap_or(0) as u8)
+        self.read_registers(address, READ_ADDRESS, |r| match r.get(0) {
+            Some(a) => u8::try_from(a).map_err(|_| unexpected(format_args!("stored address {a} is not 1-247"))),
+            None => Err(unexpected("no address register in the reply")),
         })
     }
 
@@ -243,8 +236,12 @@ impl<T: Transport> Client<T> {
         self.write(address, dc::REG_SHUNT, shunt.code())?;
         std::thread::sleep(self.settle);
         let params = self.read_dc_parameters(address)?;
-        let read = params.shunt.map_or(u32::MAX, |s| s.amps());
-        verify("shunt range (A)", shunt.amps(), read)?;
+        let Some(read) = params.shunt else {
+            return Err(unexpected(
+                "the meter has no shunt register (a PZEM-003 has a fixed 10 A shunt)",
+            ));
+        };
+        verify("shunt range (A)", shunt.amps(), read.amps())?;
         Ok(params)
     }
 
@@ -271,13 +268,28 @@ impl<T: Transport> Client<T> {
     }
 }
 
-fn read_inputs(count: u16) -> Request {
-    // Register counts are constants well inside 1..=125.
-    Request::read_input_registers(0, count).unwrap_or_else(|_| unreachable!())
+/// A request known at compile time: a bad one fails the build, not a poll.
+const fn fixed(request: Result<Request, crate::frame::RequestError>) -> Request {
+    match request {
+        Ok(r) => r,
+        Err(_) => panic!("invalid constant request"),
+    }
 }
 
-fn read_holdings(start: u16, count: u16) -> Request {
-    Request::read_holding_registers(start, count).unwrap_or_else(|_| unreachable!())
+const READ_AC: Request = fixed(Request::read_input_registers(0, ac::INPUT_REGISTERS));
+const READ_DC: Request = fixed(Request::read_input_registers(0, dc::INPUT_REGISTERS));
+const READ_AC_PARAMETERS: Request = fixed(Request::read_holding_registers(
+    ac::PARAMETER_REGISTERS.0,
+    ac::PARAMETER_REGISTERS.1,
+));
+const READ_DC_PARAMETERS: Request = fixed(Request::read_holding_registers(0, 4));
+const READ_DC_PARAMETERS_NO_SHUNT: Request = fixed(Request::read_holding_registers(0, 3));
+const READ_ADDRESS: Request = fixed(Request::read_holding_registers(ac::REG_ADDRESS, 1));
+
+/// A reply that passed every frame check but holds values the register maps
+/// do not allow.
+fn unexpected(why: impl std::fmt::Display) -> Error {
+    Error::UnexpectedValue(why.to_string())
 }
 
 fn verify(what: &'static str, wrote: u32, read: u32) -> Result<(), Error> {

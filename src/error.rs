@@ -33,6 +33,9 @@ pub enum Error {
     },
     /// An argument outside what the meter accepts; nothing was sent.
     Argument(String),
+    /// A valid reply holds a value the manuals do not document (e.g. an
+    /// unknown shunt code): nothing was decoded from it.
+    UnexpectedValue(String),
     /// The port or socket failed.
     Io(io::Error),
 }
@@ -77,6 +80,9 @@ impl fmt::Display for Error {
                 write!(f, "{what} was written as {wrote} but reads back as {read}")
             }
             Error::Argument(why) => f.write_str(why),
+            Error::UnexpectedValue(why) => {
+                write!(f, "{why}: is this a PZEM of the family asked for, and is it working?")
+            }
             Error::Io(e) => write!(f, "I/O error: {e}"),
         }
     }

@@ -103,7 +103,7 @@ impl fmt::Display for RequestError {
 impl std::error::Error for RequestError {}
 
 impl Request {
-    fn read(function: Function, start: u16, count: u16) -> Result<Request, RequestError> {
+    const fn read(function: Function, start: u16, count: u16) -> Result<Request, RequestError> {
         if count == 0 || count > MAX_READ_REGISTERS {
             return Err(RequestError::RegisterCount(count));
         }
@@ -118,12 +118,12 @@ impl Request {
     }
 
     /// Read `count` input registers (0x04) from `start`.
-    pub fn read_input_registers(start: u16, count: u16) -> Result<Request, RequestError> {
+    pub const fn read_input_registers(start: u16, count: u16) -> Result<Request, RequestError> {
         Self::read(Function::ReadInputRegisters, start, count)
     }
 
     /// Read `count` holding registers (0x03) from `start`.
-    pub fn read_holding_registers(start: u16, count: u16) -> Result<Request, RequestError> {
+    pub const fn read_holding_registers(start: u16, count: u16) -> Result<Request, RequestError> {
         Self::read(Function::ReadHoldingRegisters, start, count)
     }
 

@@ -161,6 +161,16 @@ pub enum ModelChoice {
     Auto,
 }
 
+impl ModelChoice {
+    /// The family, when the model is known.
+    pub fn family(self) -> Option<Family> {
+        match self {
+            ModelChoice::Known(m) => Some(m.family()),
+            ModelChoice::Auto => None,
+        }
+    }
+}
+
 /// Model text that is not one of `016 014 004t 017 003 ac dc auto`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UnknownModel(pub String);

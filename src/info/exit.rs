@@ -65,7 +65,7 @@ impl Exit {
         match error {
             Error::NoAnswer | Error::Incomplete { .. } => Exit::NoAnswer,
             Error::Frame(_) if error.exception().is_some() => Exit::Refused,
-            Error::Frame(_) => Exit::NoAnswer,
+            Error::Frame(_) | Error::UnexpectedValue(_) => Exit::NoAnswer,
             Error::Verify { .. } => Exit::Verify,
             Error::Argument(_) => Exit::Usage,
             Error::Io(_) => Exit::Io,
@@ -112,6 +112,10 @@ mod tests {
             Exit::Verify
         );
         assert_eq!(Exit::of_error(&Error::Argument("x".into())), Exit::Usage);
+        assert_eq!(
+            Exit::of_error(&Error::UnexpectedValue("shunt code 9".into())),
+            Exit::NoAnswer
+        );
         assert_eq!(Exit::of_error(&Error::Io(std::io::Error::other("x"))), Exit::Io);
     }
 }

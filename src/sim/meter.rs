@@ -304,8 +304,8 @@ impl SimMeter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Address;
     use crate::frame::{Registers, Reply, Request};
-    use crate::{Address, FrameError};
 
     fn ask(m: &mut SimMeter, req: Request) -> Result<Vec<u8>, ExceptionCode> {
         let frame = req.rtu_frame(Address::FACTORY_DEFAULT);
@@ -394,7 +394,6 @@ mod tests {
             m.handle(&[0x41, 0x37, 0x21]),
             MeterReply::Exception(ExceptionCode::IllegalFunction)
         );
-        let _ = FrameError::Crc;
     }
 
     #[test]

@@ -26,7 +26,7 @@ use super::config::MeterSpec;
 use super::energy_store;
 use super::layout::{self, MeterIdentity, MeterPaths};
 use super::naming::PortId;
-use super::poller::{Outcome, PollFailure, PollMessage, PollTarget, Poller};
+use super::poller::{Outcome, PollFailure, PollMessage, PollTarget, Poller, poll_once};
 use super::presence::{Presence, PresenceChange};
 use super::role::Role;
 use super::settings::{DeviceRecord, Field, PREFERRED_INSTANCE, SettingChange, SettingsLink, parse_class_and_instance};
@@ -95,6 +95,21 @@ fn max_power_w(family: Family) -> f64 {
 /// How often unchanged-but-moving energy state is written to flash.
 const ENERGY_SAVE_EVERY: Duration = Duration::from_secs(600);
 
+/// The model to show: the configured one, or for `auto` the generic model
+/// of the family found (a generic AC one until then).
+fn model_of(spec: &MeterSpec, family: Option<Family>) -> Model {
+    match spec.model {
+        ModelChoice::Known(m) => m,
+        ModelChoice::Auto => Model::generic(family.unwrap_or(Family::Ac)),
+    }
+}
+
+impl Meter {
+    fn model(&self) -> Model {
+        model_of(&self.spec, self.family)
+    }
+}
+
 struct Published {
     service: Service,
     paths: MeterPaths,
@@ -104,7 +119,6 @@ struct Meter {
     spec: MeterSpec,
     device: String,
     family: Option<Family>,
-    model: Model,
     record: Option<DeviceRecord>,
     published: Option<Published>,
     presence: Presence,
@@ -153,10 +167,8 @@ fn describe(line: &Line) -> &str {
 /// Run until stopped; returns why it stopped.
 pub fn run(config: &Config, stop: &AtomicBool) -> ExitReason {
     let where_ = describe(&config.line);
-    let families = config.meters.iter().map(|m| match m.model {
-        ModelChoice::Known(model) => model.family(),
-        ModelChoice::Auto => Family::Dc,
-    });
+    // An `auto` meter may be DC: two stop bits then (harmless for AC meters).
+    let families = config.meters.iter().map(|m| m.model.family().unwrap_or(Family::Dc));
     let stop_bits = StopBits::for_line(families);
     let transport = match open_line(&config.line, stop_bits) {
         Ok(t) => t,
@@ -175,45 +187,32 @@ pub fn run(config: &Config, stop: &AtomicBool) -> ExitReason {
     let mut meters: Vec<Meter> = Vec::new();
     let mut answered = 0;
     for spec in &config.meters {
-        let (mut family, mut model) = match spec.model {
-            ModelChoice::Known(m) => (Some(m.family()), m),
-            ModelChoice::Auto => (None, Model::GenericAc),
+        let mut target = PollTarget {
+            address: spec.address,
+            family: spec.model.family(),
         };
         let mut ok = false;
         for _ in 0..2 {
-            if Instant::now() >= deadline || stop.load(Ordering::Relaxed) {
+            if ok || Instant::now() >= deadline || stop.load(Ordering::Relaxed) {
                 break;
             }
-            match family {
-                Some(f) => match client.read(spec.address, f) {
-                    Ok(_) => ok = true,
-                    Err(crate::Error::Io(e)) => {
-                        log::error!("{where_}: {e}");
-                        return ExitReason::LineGone;
-                    }
-                    Err(e) => log::debug!("probe of {} at {}: {e}", model, spec.address),
-                },
-                None => match client.probe(spec.address) {
-                    Ok(Some(f)) => {
-                        family = Some(f);
-                        model = Model::generic(f);
-                        ok = true;
-                    }
-                    Ok(None) => {}
-                    Err(crate::Error::Io(e)) => {
-                        log::error!("{where_}: {e}");
-                        return ExitReason::LineGone;
-                    }
-                    Err(e) => log::debug!("probe at {}: {e}", spec.address),
-                },
-            }
-            if ok {
-                break;
+            match poll_once(&mut client, &mut target) {
+                Ok(Outcome::Reading(_) | Outcome::Identified(_)) => ok = true,
+                Ok(Outcome::Failed(why)) => log::debug!("probe at {}: {}", spec.address, describe_failure(why)),
+                Err(e) => {
+                    log::error!("{where_}: {e}");
+                    return ExitReason::LineGone;
+                }
             }
         }
+        let family = target.family;
         if ok {
             answered += 1;
-            log::info!("{model} at address {} answers on {where_}", spec.address);
+            log::info!(
+                "{} at address {} answers on {where_}",
+                model_of(spec, family),
+                spec.address
+            );
         } else {
             log::warn!("no answer from address {} on {where_} at start-up", spec.address);
         }
@@ -226,7 +225,6 @@ pub fn run(config: &Config, stop: &AtomicBool) -> ExitReason {
             spec: *spec,
             device,
             family,
-            model,
             record: None,
             published: None,
             presence: Presence::new(config.failures_to_vanish),
@@ -247,7 +245,7 @@ pub fn run(config: &Config, stop: &AtomicBool) -> ExitReason {
     }
 
     // localsettings.
-    let mut settings = match SettingsLink::connect(&config.bus, config.settings_wait) {
+    let settings = match SettingsLink::connect(&config.bus, config.settings_wait) {
         Ok(Some(s)) => Some(s),
         Ok(None) => {
             log::warn!(
@@ -266,7 +264,7 @@ pub fn run(config: &Config, stop: &AtomicBool) -> ExitReason {
     let mut ctx = Context {
         config,
         port,
-        settings: settings.take(),
+        settings,
         meters,
         actions: Vec::new(),
     };
@@ -373,8 +371,7 @@ impl Context<'_> {
                     return r;
                 }
             }
-            let actions: Vec<Action> = self.actions.drain(..).collect();
-            for action in actions {
+            for action in std::mem::take(&mut self.actions) {
                 if let Err(r) = self.apply_action(action) {
                     return r;
                 }
@@ -424,12 +421,11 @@ impl Context<'_> {
             Outcome::Identified(family) => {
                 log::info!("{} at address {} identified", Model::generic(family), m.spec.address);
                 m.family = Some(family);
-                m.model = Model::generic(family);
                 self.publish(i)?;
             }
             Outcome::Reading(reading) => {
                 if m.presence.ok() == PresenceChange::Appeared {
-                    log::info!("{} at address {} answers", m.model, m.spec.address);
+                    log::info!("{} at address {} answers", m.model(), m.spec.address);
                 }
                 let now = Instant::now();
                 let max_step = m
@@ -452,7 +448,7 @@ impl Context<'_> {
                 if m.presence.failed() == PresenceChange::Vanished {
                     log::warn!(
                         "{} at address {} stopped answering ({}); its values are invalid until it is back",
-                        m.model,
+                        m.model(),
                         m.spec.address,
                         describe_failure(why)
                     );
@@ -536,7 +532,7 @@ impl Context<'_> {
             }
         }
         let identity = MeterIdentity {
-            model: m.model,
+            model: m.model(),
             role: record.role,
             instance: record.instance,
             custom_name: record.custom_name.clone(),

@@ -74,6 +74,26 @@ fn failure(e: &Error) -> PollFailure {
     }
 }
 
+/// Poll `target` once: read it when its family is known, else probe it
+/// (and record the family found). `Err` only when the line itself failed.
+pub fn poll_once<T: Transport>(client: &mut Client<T>, target: &mut PollTarget) -> Result<Outcome, std::io::Error> {
+    let result = match target.family {
+        Some(family) => client.read(target.address, family).map(Outcome::Reading),
+        None => client.probe(target.address).map(|found| match found {
+            Some(f) => {
+                target.family = Some(f);
+                Outcome::Identified(f)
+            }
+            None => Outcome::Failed(PollFailure::NoAnswer),
+        }),
+    };
+    match result {
+        Ok(o) => Ok(o),
+        Err(Error::Io(e)) => Err(e),
+        Err(e) => Ok(Outcome::Failed(failure(&e))),
+    }
+}
+
 /// The polling thread.
 pub struct Poller {
     stop: Arc<AtomicBool>,
@@ -107,23 +127,12 @@ impl Poller {
                         if flag.load(Ordering::Relaxed) {
                             return;
                         }
-                        let outcome = match target.family {
-                            Some(family) => client.read(target.address, family).map(Outcome::Reading),
-                            None => client.probe(target.address).map(|f| match f {
-                                Some(f) => {
-                                    target.family = Some(f);
-                                    Outcome::Identified(f)
-                                }
-                                None => Outcome::Failed(PollFailure::NoAnswer),
-                            }),
-                        };
-                        let outcome = match outcome {
+                        let outcome = match poll_once(&mut client, target) {
                             Ok(o) => o,
-                            Err(Error::Io(e)) => {
+                            Err(e) => {
                                 send(PollMessage::LineGone(e.to_string()));
                                 return;
                             }
-                            Err(e) => Outcome::Failed(failure(&e)),
                         };
                         if !send(PollMessage::Polled { meter, outcome }) {
                             return;
