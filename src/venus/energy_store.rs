@@ -31,12 +31,15 @@ pub struct Loaded {
     pub notes: Vec<String>,
 }
 
-/// Load the state of meter `id`: the file, else its backup, else a fresh
+/// Load the state of meter `id`: the file, else a complete temporary file
+/// left by an interrupted save, else the backup, else a fresh
 /// state. A corrupt file is renamed to `.corrupt` so nothing is lost.
 pub fn load(dir: &Path, id: &str) -> Loaded {
     let main = state_path(dir, id);
     let mut notes = Vec::new();
-    for candidate in [main.clone(), with_suffix(&main, ".bak"), with_suffix(&main, ".tmp")] {
+    // After a crash between the two renames of `save`, `.tmp` holds the newest
+    // complete state (its checksum tells a torn one) and `.bak` the one before.
+    for candidate in [main.clone(), with_suffix(&main, ".tmp"), with_suffix(&main, ".bak")] {
         match fs::read_to_string(&candidate) {
             Ok(text) => match EnergyState::parse(&text) {
                 Ok(state) => {
@@ -132,6 +135,30 @@ mod tests {
             with_suffix(&state_path(&dir, "m"), ".corrupt").exists(),
             "damaged file kept"
         );
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn an_interrupted_save_loses_nothing() {
+        let dir = temp_dir("interrupted");
+        let old = EnergyState {
+            offset_wh: 1,
+            last_raw_wh: Some(10),
+        };
+        let new = EnergyState {
+            offset_wh: 1,
+            last_raw_wh: Some(20),
+        };
+        save(&dir, "m", &old).unwrap();
+        save(&dir, "m", &old).unwrap();
+        // Crash after `main -> .bak`, before `.tmp -> main`.
+        let main = state_path(&dir, "m");
+        fs::write(with_suffix(&main, ".tmp"), new.to_line()).unwrap();
+        fs::rename(&main, with_suffix(&main, ".bak")).unwrap();
+        assert_eq!(load(&dir, "m").state, new);
+        // A torn temporary file falls back to the backup.
+        fs::write(with_suffix(&main, ".tmp"), &new.to_line()[..10]).unwrap();
+        assert_eq!(load(&dir, "m").state, old);
         fs::remove_dir_all(&dir).unwrap();
     }
 }
