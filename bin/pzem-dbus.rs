@@ -41,7 +41,10 @@ extern "C" fn on_signal(_: libc::c_int) {
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args = match pzem::line::utf8_args() {
+        Ok(a) => a,
+        Err(e) => return usage_error(&e),
+    };
     let mut opts = Options::new();
     opts.optopt("d", "device", "serial device of the RS-485 adapter", "TTY");
     opts.optopt(
@@ -103,36 +106,33 @@ fn main() -> ExitCode {
         .format_target(false)
         .init();
 
-    let line = match (
+    let line = match Line::from_flags(
         matches.opt_str("d"),
         matches.opt_str("tcp"),
         matches.opt_present("modbus-tcp"),
     ) {
-        (Some(_), Some(_), _) => return usage_error("give either -d TTY or --tcp HOST:PORT, not both"),
-        (Some(_), None, true) => return usage_error("--modbus-tcp goes with --tcp"),
-        (Some(tty), None, false) => Line::Serial(tty),
-        (None, Some(addr), false) => Line::RtuOverTcp(addr),
-        (None, Some(addr), true) => Line::ModbusTcp(addr),
-        (None, None, _) => return usage_error("say where the meters are: -d /dev/ttyUSB0 or --tcp HOST:PORT"),
+        Ok(l) => l,
+        Err(e) => return usage_error(&e),
     };
     let meters = match meters(&matches) {
         Ok(m) => m,
         Err(e) => return usage_error(&e),
     };
-    let ms = |name: &str, default: u64, min: u64| -> Result<Duration, String> {
+    // `--NAME N`: a whole number of at least `min` in the flag's unit.
+    let number = |name: &str, default: u64, min: u64, unit: &str| -> Result<u64, String> {
         match matches.opt_str(name) {
-            None => Ok(Duration::from_millis(default)),
+            None => Ok(default),
             Some(t) => match t.parse::<u64>() {
-                Ok(v) if v >= min => Ok(Duration::from_millis(v)),
-                _ => Err(format!("--{name} takes a whole number of at least {min}, not '{t}'")),
+                Ok(v) if v >= min => Ok(v),
+                _ => Err(format!("--{name} takes whole {unit}, at least {min}, not '{t}'")),
             },
         }
     };
     let parsed = (|| -> Result<Config, String> {
-        let poll_interval = ms("interval", 1000, 100)?;
-        let timeout = ms("timeout", 300, 20)?;
-        let settings_wait = ms("settings-wait", 10, 0)?.as_millis() as u64;
-        let silent_exit = ms("silent-exit", 60, 0)?.as_millis() as u64;
+        let poll_interval = Duration::from_millis(number("interval", 1000, 100, "milliseconds")?);
+        let timeout = Duration::from_millis(number("timeout", 300, 20, "milliseconds")?);
+        let settings_wait = number("settings-wait", 10, 0, "seconds")?;
+        let silent_exit = number("silent-exit", 60, 0, "seconds")?;
         Ok(Config {
             line,
             meters,

@@ -24,7 +24,10 @@ Runs until interrupted. Exit codes: 0 ok, 2 usage error, 1 cannot serve.";
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args = match pzem::line::utf8_args() {
+        Ok(a) => a,
+        Err(e) => return usage_error(&e),
+    };
     let mut opts = Options::new();
     opts.optmulti("m", "meter", "a simulated meter", "ADDR:MODEL");
     opts.optflag("", "pty", "serve a new pseudo-terminal (default)");

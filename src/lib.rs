@@ -25,6 +25,7 @@ pub mod error;
 pub mod frame;
 #[cfg(feature = "cli")]
 pub mod info;
+pub mod line;
 pub mod model;
 #[cfg(feature = "serial")]
 pub mod serial;
@@ -39,5 +40,6 @@ pub use client::{Client, Parameters, Reading};
 pub use dc::{DcParameters, DcReading, Shunt};
 pub use error::Error;
 pub use frame::{ExceptionCode, FrameError, Function, Reply, Request};
+pub use line::Line;
 pub use model::{Family, Model, ModelChoice, StopBits};
 pub use transport::{Port, RtuTransport, Transport};

@@ -29,6 +29,16 @@ impl Family {
         }
     }
 
+    /// The most power a meter of the family can measure, W (PZEM-016:
+    /// 100 A at 260 V; PZEM-017: 300 A at 300 V). Bounds how fast an energy
+    /// counter can plausibly grow.
+    pub fn max_power_w(self) -> u32 {
+        match self {
+            Family::Ac => 26_000,
+            Family::Dc => 90_000,
+        }
+    }
+
     /// `"AC"` or `"DC"`.
     pub fn name(self) -> &'static str {
         match self {
@@ -65,6 +75,12 @@ impl StopBits {
         } else {
             StopBits::One
         }
+    }
+
+    /// The stop bits for a line with meters named like this: a model of
+    /// unknown family (`auto`) may be DC, so it counts as DC.
+    pub fn for_choices(choices: impl IntoIterator<Item = ModelChoice>) -> StopBits {
+        Self::for_line(choices.into_iter().map(|c| c.family().unwrap_or(Family::Dc)))
     }
 
     /// Bits per character at 8 data bits, no parity: 10 or 11.
@@ -230,5 +246,13 @@ mod tests {
         assert_eq!(frame_gap_us(StopBits::Two), 4010);
         assert_eq!(StopBits::for_line([Family::Ac, Family::Ac]), StopBits::One);
         assert_eq!(StopBits::for_line([Family::Ac, Family::Dc]), StopBits::Two);
+        assert_eq!(
+            StopBits::for_choices([ModelChoice::Known(Model::Pzem016)]),
+            StopBits::One
+        );
+        assert_eq!(
+            StopBits::for_choices([ModelChoice::Known(Model::Pzem016), ModelChoice::Auto]),
+            StopBits::Two
+        );
     }
 }

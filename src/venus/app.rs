@@ -19,8 +19,8 @@ use crate::client::Client;
 use crate::dbus::wait::{Waiter, Watchable};
 use crate::dbus::{Bus, Event, Service, Value, WriteOutcome};
 use crate::energy::{EnergyEvent, EnergyState, MonotonicEnergy};
+pub use crate::line::Line;
 use crate::model::{Family, Model, ModelChoice, StopBits};
-use crate::transport::Transport;
 
 use super::config::MeterSpec;
 use super::energy_store;
@@ -33,17 +33,6 @@ use super::settings::{DeviceRecord, Field, PREFERRED_INSTANCE, SettingChange, Se
 
 /// Process name published in `/Mgmt/ProcessName`.
 pub const PROCESS_NAME: &str = "pzem-dbus";
-
-/// Where the meters are.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Line {
-    /// A serial device such as `/dev/ttyUSB0`.
-    Serial(String),
-    /// A gateway passing RTU frames over TCP, `host:port`.
-    RtuOverTcp(String),
-    /// A Modbus TCP gateway, `host:port`.
-    ModbusTcp(String),
-}
 
 /// Everything the service needs to run.
 #[derive(Clone, Debug)]
@@ -81,15 +70,6 @@ pub enum ExitReason {
     LineGone = 3,
     /// The D-Bus connection is lost or a name cannot be claimed: 4.
     BusLost = 4,
-}
-
-/// Most power a meter of the family can measure, W (for the energy
-/// plausibility check): PZEM-016 100 A × 260 V, PZEM-017 300 A × 300 V.
-fn max_power_w(family: Family) -> f64 {
-    match family {
-        Family::Ac => 26_000.0,
-        Family::Dc => 90_000.0,
-    }
 }
 
 /// How often unchanged-but-moving energy state is written to flash.
@@ -134,21 +114,6 @@ enum Action {
     Position(usize, i32),
 }
 
-/// Open the line as a Modbus transport.
-pub fn open_line(line: &Line, stop_bits: StopBits) -> std::io::Result<Box<dyn Transport + Send>> {
-    Ok(match line {
-        #[cfg(feature = "serial")]
-        Line::Serial(path) => Box::new(crate::serial::open_rtu(path, stop_bits)?),
-        #[cfg(not(feature = "serial"))]
-        Line::Serial(path) => {
-            let _ = stop_bits;
-            return Err(std::io::Error::other(format!("{path}: built without serial support")));
-        }
-        Line::RtuOverTcp(addr) => Box::new(crate::tcp::connect_rtu(addr)?),
-        Line::ModbusTcp(addr) => Box::new(crate::tcp::ModbusTcp::connect(addr)?),
-    })
-}
-
 /// The identity of the line, for names and ids.
 pub fn port_id(line: &Line) -> PortId {
     match line {
@@ -158,19 +123,11 @@ pub fn port_id(line: &Line) -> PortId {
     }
 }
 
-fn describe(line: &Line) -> &str {
-    match line {
-        Line::Serial(s) | Line::RtuOverTcp(s) | Line::ModbusTcp(s) => s,
-    }
-}
-
 /// Run until stopped; returns why it stopped.
 pub fn run(config: &Config, stop: &AtomicBool) -> ExitReason {
-    let where_ = describe(&config.line);
-    // An `auto` meter may be DC: two stop bits then (harmless for AC meters).
-    let families = config.meters.iter().map(|m| m.model.family().unwrap_or(Family::Dc));
-    let stop_bits = StopBits::for_line(families);
-    let transport = match open_line(&config.line, stop_bits) {
+    let where_ = config.line.place();
+    let stop_bits = StopBits::for_choices(config.meters.iter().map(|m| m.model));
+    let transport = match config.line.open(stop_bits) {
         Ok(t) => t,
         Err(e) => {
             log::error!("cannot open {where_}: {e}");
@@ -380,7 +337,7 @@ impl Context<'_> {
             for message in rx.try_iter() {
                 match message {
                     PollMessage::LineGone(why) => {
-                        log::error!("{}: {why}; exiting", describe(&self.config.line));
+                        log::error!("{}: {why}; exiting", self.config.line.place());
                         return ExitReason::LineGone;
                     }
                     PollMessage::Polled { meter, outcome } => {
@@ -407,7 +364,7 @@ impl Context<'_> {
             {
                 log::error!(
                     "no meter on {} has answered for {:?}; exiting so serial-starter can re-probe the port",
-                    describe(&self.config.line),
+                    self.config.line.place(),
                     limit
                 );
                 return ExitReason::NoMeter;
@@ -428,10 +385,9 @@ impl Context<'_> {
                     log::info!("{} at address {} answers", m.model(), m.spec.address);
                 }
                 let now = Instant::now();
-                let max_step = m
-                    .last_ok
-                    .zip(m.family)
-                    .map(|(t, f)| (max_power_w(f) * now.duration_since(t).as_secs_f64() / 3600.0).ceil() as u64 + 2);
+                let max_step = m.last_ok.zip(m.family).map(|(t, f)| {
+                    (f64::from(f.max_power_w()) * now.duration_since(t).as_secs_f64() / 3600.0).ceil() as u64 + 2
+                });
                 m.last_ok = Some(now);
                 let (total_wh, event) = m.energy.update(reading.energy_wh(), max_step);
                 if let Some(event) = event {
