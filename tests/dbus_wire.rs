@@ -177,3 +177,54 @@ fn private_bus_is_gone_after_drop() {
         "daemon {pid} still running"
     );
 }
+
+/// `SetValue` sent with NO_REPLY_EXPECTED (as `dbus-send` without `--print-reply` does):
+/// whatever the verdict, the caller gets no reply, and the write still takes effect.
+#[test]
+fn set_value_without_reply_expected_gets_none() {
+    use dbus::Message;
+    use dbus::arg::Variant;
+    use pzem::dbus::conn::{Conn, DEFAULT_TIMEOUT};
+    let bus = PrivateBus::start().unwrap();
+    let _svc = Running::start(&bus.bus(), NAME, test_tree(), test_handler);
+    let mut caller = Conn::open(&bus.bus()).unwrap();
+    let set = |path: &str, value: i32| {
+        let mut m = Message::new_method_call(NAME, path, BUSITEM, "SetValue")
+            .unwrap()
+            .append1(Variant(value));
+        m.set_no_reply(true);
+        m
+    };
+    let get_position = |caller: &mut Conn| {
+        let m = Message::new_method_call(NAME, "/Position", BUSITEM, "GetValue").unwrap();
+        caller
+            .call(m, DEFAULT_TIMEOUT)
+            .unwrap()
+            .read1::<Variant<i32>>()
+            .unwrap()
+            .0
+    };
+    caller.send(set("/Position", 7)).unwrap(); // rejected by the owner (code 3)
+    caller.send(set("/DeviceInstance", 41)).unwrap(); // read-only (code 1)
+    caller.send(set("/Position", 2)).unwrap(); // accepted (code 0)
+    // The service answers in order, so a reply to any of the three would arrive before the
+    // reply to this call, and would be left in the backlog by `call`.
+    assert_eq!(get_position(&mut caller), 2, "the accepted write took effect");
+    let mut unexpected = Vec::new();
+    while let Some(m) = caller.next_message().unwrap() {
+        if m.msg_type() != dbus::MessageType::Signal {
+            unexpected.push(format!("{m:?}"));
+        }
+    }
+    assert!(unexpected.is_empty(), "replies nobody asked for: {unexpected:?}");
+    // Still serving, and still replying to callers that want a reply.
+    let o = dbus_send(
+        bus.address(),
+        "/Position",
+        "com.victronenergy.BusItem.SetValue",
+        &["variant:int32:9"],
+    );
+    assert!(o.ok, "{}", o.stderr);
+    assert_eq!(o.stdout.lines().last().unwrap_or_default().trim(), "int32 3");
+    assert_eq!(get_position(&mut caller), 2);
+}

@@ -13,7 +13,8 @@
 //! Unknown paths fail with `UnknownObject`, unknown members with `UnknownMethod`, a
 //! `SetValue` whose argument is not one variant with `InvalidArgs`. `SetValue` answers 0
 //! when accepted (also when unchanged), 1 for read-only paths and values that cannot take
-//! the path's kind, and the owner's code when it rejects.
+//! the path's kind, and the owner's code when it rejects. A call sent with
+//! `NO_REPLY_EXPECTED` gets no reply, whatever the outcome.
 
 use super::conn::{Bus, Conn, error_reply, errors};
 use super::error::Error;
@@ -23,7 +24,7 @@ use super::value::Value;
 use super::wait::Watchable;
 use super::wire::{self, ASS, ASV, BUSITEM};
 use dbus::Message;
-use dbus::arg::{ArgType, IterAppend};
+use dbus::arg::{ArgType, Iter, IterAppend};
 use dbus::channel::Watch;
 
 /// `SetValue` reply for a read-only path or a value that cannot take the path's kind.
@@ -206,46 +207,50 @@ impl Service {
         (!msg.get_no_reply()).then_some(reply)
     }
 
+    /// `SetValue`: `InvalidArgs` unless the body is exactly one variant, else the code of
+    /// [`Service::write_code`]. Either answer is sent only when the caller expects a reply.
     fn set_value(&mut self, msg: &Message, id: ItemId, handler: &mut dyn WriteHandler) -> Option<Message> {
-        let mut args = msg.iter_init();
-        if args.arg_type() != ArgType::Variant || args.next() {
+        let Some(arg) = sole_variant(msg) else {
             return error_reply(msg, errors::INVALID_ARGS, "SetValue takes one variant");
-        }
-        let mut args = msg.iter_init();
-        let code = match self.tree.access(id) {
-            Access::ReadOnly => SET_REFUSED,
-            Access::Writable => match Value::read_variant(&mut args)
-                .ok()
-                .and_then(|v| v.coerce(self.tree.kind(id)))
-            {
-                None => SET_REFUSED,
-                Some(value) => {
-                    let verdict = handler.on_write(self.tree.path(id), &value);
-                    let accepted = match verdict {
-                        WriteOutcome::Accept => Some(value),
-                        WriteOutcome::AcceptAs(v) => v.coerce(self.tree.kind(id)),
-                        WriteOutcome::Reject(code) => {
-                            return Some(msg.return_with_args((nonzero(code),)));
-                        }
-                    };
-                    match accepted {
-                        None => SET_REJECTED,
-                        Some(value) => {
-                            if self.tree.store(id, value) {
-                                // A one-off change: announced on its own path (§2.3).
-                                let signal = wire::properties_changed(&self.tree, id, &mut self.scratch);
-                                if self.conn.send(signal).is_err() {
-                                    log::warn!("{}: PropertiesChanged not sent", self.name);
-                                }
-                            }
-                            0
-                        }
-                    }
-                }
-            },
         };
+        let code = self.write_code(id, arg, handler);
         (!msg.get_no_reply()).then(|| msg.return_with_args((code,)))
     }
+
+    /// Decides a write of the variant at `arg` to leaf `id`, stores it when accepted
+    /// (announced with `PropertiesChanged` when it changed), and returns the reply code.
+    fn write_code(&mut self, id: ItemId, mut arg: Iter, handler: &mut dyn WriteHandler) -> i32 {
+        if self.tree.access(id) == Access::ReadOnly {
+            return SET_REFUSED;
+        }
+        let kind = self.tree.kind(id);
+        let Some(value) = Value::read_variant(&mut arg).ok().and_then(|v| v.coerce(kind)) else {
+            return SET_REFUSED;
+        };
+        let value = match handler.on_write(self.tree.path(id), &value) {
+            WriteOutcome::Accept => value,
+            WriteOutcome::AcceptAs(other) => match other.coerce(kind) {
+                Some(v) => v,
+                None => return SET_REJECTED,
+            },
+            WriteOutcome::Reject(code) => return nonzero(code),
+        };
+        if self.tree.replace(id, value) {
+            // A one-off change: announced on its own path (§2.3).
+            let signal = wire::properties_changed(&self.tree, id, &mut self.scratch);
+            if self.conn.send(signal).is_err() {
+                log::warn!("{}: PropertiesChanged not sent", self.name);
+            }
+        }
+        0
+    }
+}
+
+/// The argument iterator at the body's only argument when that is a variant.
+fn sole_variant(msg: &Message) -> Option<Iter<'_>> {
+    let mut first = msg.iter_init();
+    let mut rest = first;
+    (first.arg_type() == ArgType::Variant && !rest.next()).then_some(first)
 }
 
 fn nonzero(code: i32) -> i32 {

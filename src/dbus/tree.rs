@@ -351,7 +351,7 @@ impl ItemTree {
     /// Stores a value outside the batch (no pending change): for one-off changes announced
     /// on their own, such as an accepted `SetValue`. Returns true when it changed.
     pub(crate) fn store(&mut self, id: ItemId, value: Value) -> bool {
-        let leaf = &mut self.leaves[id.0 as usize];
+        let leaf = &self.leaves[id.0 as usize];
         let Some(value) = value.coerce(leaf.kind) else {
             log::warn!(
                 "{}: value of the wrong kind ignored (path is {:?})",
@@ -360,6 +360,14 @@ impl ItemTree {
             );
             return false;
         };
+        self.replace(id, value)
+    }
+
+    /// [`ItemTree::store`] for a value already of the leaf's kind (or invalid), without
+    /// converting it again. Returns true when it changed.
+    pub(crate) fn replace(&mut self, id: ItemId, value: Value) -> bool {
+        let leaf = &mut self.leaves[id.0 as usize];
+        debug_assert!(value.kind().is_none_or(|k| k == leaf.kind), "{}", leaf.path());
         if leaf.value == value {
             return false;
         }
