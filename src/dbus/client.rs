@@ -31,7 +31,7 @@ use super::conn::{Bus, Conn, DEFAULT_TIMEOUT, error_reply, errors};
 use super::error::Error;
 use super::value::Value;
 use super::wait::Watchable;
-use super::wire::{ASV, BUSITEM, ENTRY_SV};
+use super::wire::{ASV, BUSITEM, ENTRY_SV, for_each_entry};
 use dbus::Message;
 use dbus::arg::{ArgType, Iter, IterAppend};
 use dbus::channel::Watch;
@@ -385,13 +385,7 @@ impl Client {
                 let (Some(service), Some(path)) = (self.owners.get(&*sender), msg.path()) else {
                     return;
                 };
-                let mut value = None;
-                let _ = read_value_dict(&mut msg.iter_init(), |k, v| {
-                    if k == "Value" {
-                        value = Some(v);
-                    }
-                });
-                if let Some(value) = value {
+                if let Some(Some(value)) = read_busitem_value(&mut msg.iter_init()) {
                     out.push(Event::PropertiesChanged {
                         service: service.clone(),
                         path: path.to_string(),
@@ -415,52 +409,42 @@ impl Watchable for Client {
 }
 
 /// Reads `a{sv}` and calls `f(key, value)` for each entry whose value is supported.
-/// `None` when the argument is not a dict of variants.
-pub(crate) fn read_value_dict(it: &mut Iter, mut f: impl FnMut(&str, Value)) -> Option<()> {
-    let mut arr = it.recurse(ArgType::Array)?;
-    loop {
-        match arr.arg_type() {
-            ArgType::Invalid => return Some(()),
-            ArgType::DictEntry => {
-                let mut e = arr.recurse(ArgType::DictEntry)?;
-                let key: &str = e.get()?;
-                e.next();
-                match Value::read_variant(&mut e) {
-                    Ok(v) => f(key, v),
-                    Err(err) => log::debug!("{key}: {err}, skipped"),
-                }
-            }
-            _ => return None,
+/// `None` when the argument is not a dict with string keys.
+pub(crate) fn read_value_dict<'a>(it: &mut Iter<'a>, mut f: impl FnMut(&'a str, Value)) -> Option<()> {
+    for_each_entry(it, |key, v| {
+        match Value::read_variant(v) {
+            Ok(v) => f(key, v),
+            Err(err) => log::debug!("{key}: {err}, skipped"),
         }
-        arr.next();
-    }
+        Some(())
+    })
+}
+
+/// Reads the `a{sv}` properties of one BusItem (`Value`, `Text`…) and decodes only `Value`:
+/// `Some(None)` when there is none or its type is unsupported, `None` when the argument is
+/// not a dict with string keys.
+pub(crate) fn read_busitem_value(it: &mut Iter) -> Option<Option<Value>> {
+    let mut value = None;
+    for_each_entry(it, |key, v| {
+        if key == "Value" {
+            value = Value::read_variant(v)
+                .map_err(|err| log::debug!("Value: {err}, skipped"))
+                .ok();
+        }
+        Some(())
+    })?;
+    Some(value)
 }
 
 /// Reads `a{sa{sv}}` (`GetItems`, `ItemsChanged`) and calls `f(path, value)` for each
 /// entry with a supported `Value`.
-pub(crate) fn read_items(it: &mut Iter, mut f: impl FnMut(&str, Value)) -> Option<()> {
-    let mut arr = it.recurse(ArgType::Array)?;
-    loop {
-        match arr.arg_type() {
-            ArgType::Invalid => return Some(()),
-            ArgType::DictEntry => {
-                let mut e = arr.recurse(ArgType::DictEntry)?;
-                let path: &str = e.get()?;
-                e.next();
-                let mut value = None;
-                read_value_dict(&mut e, |k, v| {
-                    if k == "Value" {
-                        value = Some(v);
-                    }
-                })?;
-                if let Some(v) = value {
-                    f(path, v);
-                }
-            }
-            _ => return None,
+pub(crate) fn read_items<'a>(it: &mut Iter<'a>, mut f: impl FnMut(&'a str, Value)) -> Option<()> {
+    for_each_entry(it, |path, props| {
+        if let Some(v) = read_busitem_value(props)? {
+            f(path, v);
         }
-        arr.next();
-    }
+        Some(())
+    })
 }
 
 /// Appends `aa{sv}` for `AddSettings`.
@@ -547,6 +531,53 @@ mod tests {
                 ("silent".to_owned(), Value::Int(1)),
             ]
         );
+    }
+
+    #[test]
+    fn items_keep_only_supported_values() {
+        use crate::dbus::wire::ENTRY_SASV;
+        let mut m = Message::new_method_call("a.b", "/", "a.b", "M").unwrap();
+        IterAppend::new(&mut m).append_array(&ENTRY_SASV, |a| {
+            let item = |a: &mut IterAppend, path: &str, value: Option<(i32, bool)>| {
+                a.append_dict_entry(|e| {
+                    e.append(path);
+                    e.append_array(&ENTRY_SV, |d| {
+                        d.append_dict_entry(|p| {
+                            p.append("Text");
+                            // Not a Value type: only Value is decoded, so this does not matter.
+                            p.append(dbus::arg::Variant((1u8, 2u8)));
+                        });
+                        if let Some((v, supported)) = value {
+                            d.append_dict_entry(|p| {
+                                p.append("Value");
+                                if supported {
+                                    p.append(dbus::arg::Variant(v));
+                                } else {
+                                    p.append(dbus::arg::Variant((v, v)));
+                                }
+                            });
+                        }
+                    });
+                });
+            };
+            item(a, "/A", Some((7, true)));
+            item(a, "/NoValue", None);
+            item(a, "/Struct", Some((8, false)));
+        });
+        let mut items = Vec::new();
+        read_items(&mut m.iter_init(), |p, v| items.push((p.to_owned(), v))).unwrap();
+        assert_eq!(items, [("/A".to_owned(), Value::Int(7))]);
+        // a{sv} where a{sa{sv}} belongs: the entries' values are not dicts.
+        let mut dict = Message::new_method_call("a.b", "/", "a.b", "M").unwrap();
+        IterAppend::new(&mut dict).append_array(&ENTRY_SV, |d| {
+            d.append_dict_entry(|e| {
+                e.append("/A");
+                Value::Int(1).append_variant(e);
+            })
+        });
+        assert!(read_items(&mut dict.iter_init(), |_, _| ()).is_none());
+        let three = Message::new_method_call("a.b", "/", "a.b", "M").unwrap().append1(3i32);
+        assert!(read_items(&mut three.iter_init(), |_, _| ()).is_none());
     }
 
     #[test]

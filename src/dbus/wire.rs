@@ -7,7 +7,7 @@
 
 use super::tree::{ItemId, ItemTree, NodeId};
 use super::value::sig;
-use dbus::arg::IterAppend;
+use dbus::arg::{ArgType, Iter, IterAppend};
 use dbus::strings::{Interface, Member};
 use dbus::{Message, Path, Signature};
 
@@ -111,6 +111,29 @@ pub fn properties_changed(tree: &ItemTree, id: ItemId, scratch: &mut String) -> 
     let mut msg = Message::signal(&path, &BUSITEM_IFACE, &PROPERTIES_CHANGED);
     append_value_and_text(&mut IterAppend::new(&mut msg), tree, id, scratch);
     msg
+}
+
+/// Calls `f(key, value)` for each entry of the dict with string keys (`a{s…}`) at `it`,
+/// `value` being an iterator at the entry's value. `None` when the argument is not such a
+/// dict, or as soon as `f` returns `None`.
+pub(crate) fn for_each_entry<'a>(
+    it: &mut Iter<'a>,
+    mut f: impl FnMut(&'a str, &mut Iter<'a>) -> Option<()>,
+) -> Option<()> {
+    let mut entries = it.recurse(ArgType::Array)?;
+    loop {
+        match entries.arg_type() {
+            ArgType::Invalid => return Some(()),
+            ArgType::DictEntry => {
+                let mut e = entries.recurse(ArgType::DictEntry)?;
+                let key: &'a str = e.get()?;
+                e.next();
+                f(key, &mut e)?;
+            }
+            _ => return None,
+        }
+        entries.next();
+    }
 }
 
 /// The leaf's text in `scratch`, NUL-terminated for a copy-free append.

@@ -21,7 +21,7 @@ use crate::dbus::client::{SETTINGS_IFACE, SETTINGS_SERVICE as SERVICE};
 use crate::dbus::conn::{Conn, error_reply, errors};
 use crate::dbus::value::{Kind, Value};
 use crate::dbus::wait::{Waiter, Waker, Watchable};
-use crate::dbus::wire::{ASV, BUSITEM, ENTRY_SASV, ENTRY_SV};
+use crate::dbus::wire::{ASV, BUSITEM, ENTRY_SASV, ENTRY_SV, for_each_entry};
 use crate::dbus::{Bus, Error};
 use dbus::Message;
 use dbus::arg::{ArgType, Iter, IterAppend};
@@ -248,20 +248,17 @@ fn add_one(dict: &mut Iter, object: &str, store: &mut Store, out: &mut Vec<Messa
     let mut path = None;
     let mut default = Err(ERR_TYPE);
     let (mut min, mut max) = (None, None);
-    if let Some(mut entries) = dict.recurse(ArgType::Array) {
-        while let Some(mut e) = entries.recurse(ArgType::DictEntry) {
-            let key: Option<&str> = e.get();
-            e.next();
-            match key {
-                Some("path") => path = Value::read_variant(&mut e).ok(),
-                Some("default") => default = typed_default(&mut e),
-                Some("min") => min = Value::read_variant(&mut e).ok(),
-                Some("max") => max = Value::read_variant(&mut e).ok(),
-                _ => {}
-            }
-            entries.next();
+    // A malformed dict ends the reading; whatever is missing then is refused below.
+    let _ = for_each_entry(dict, |key, e| {
+        match key {
+            "path" => path = Value::read_variant(e).ok(),
+            "default" => default = typed_default(e),
+            "min" => min = Value::read_variant(e).ok(),
+            "max" => max = Value::read_variant(e).ok(),
+            _ => {}
         }
-    }
+        Some(())
+    });
     let Some(Value::Str(relative)) = path else {
         return (String::new(), ERR_PATH, None);
     };
