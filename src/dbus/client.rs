@@ -257,13 +257,14 @@ impl Client {
     }
 
     /// Bulk `AddSettings` on `/` of localsettings (§5). One result per setting, in order.
+    /// [`Error::BadReply`] when the answer is not `aa{sv}` or a result lacks its integer
+    /// `error` or string `path`.
     pub fn add_settings(&mut self, settings: &[Setting]) -> Result<Vec<SettingResult>, Error> {
         let mut msg = Message::new_method_call(SETTINGS_SERVICE, "/", SETTINGS_IFACE, "AddSettings")
             .map_err(|e| Error::BadName(e.to_string()))?;
         append_settings(&mut IterAppend::new(&mut msg), settings);
         let reply = self.conn.call(msg, self.timeout)?;
-        read_setting_results(&mut reply.iter_init())
-            .ok_or_else(|| Error::BadReply("AddSettings: expected aa{sv}".into()))
+        read_setting_results(&mut reply.iter_init()).map_err(|e| Error::BadReply(format!("AddSettings: {e}")))
     }
 
     /// Follows the services whose names start with one of `prefixes` (all Venus services
@@ -480,26 +481,49 @@ pub(crate) fn append_settings(ia: &mut IterAppend, settings: &[Setting]) {
     });
 }
 
-/// Reads the `aa{sv}` answer of `AddSettings`.
-pub(crate) fn read_setting_results(it: &mut Iter) -> Option<Vec<SettingResult>> {
-    let mut arr = it.recurse(ArgType::Array)?;
+/// Reads the `aa{sv}` answer of `AddSettings`, one [`SettingResult`] per dict.
+///
+/// localsettings puts an integer `error` and the string `path` in every result. A result
+/// without them (or with other types) is not guessed at: the whole answer is `Err` with
+/// the reason, since taking a missing `error` for 0 would report success for a setting
+/// that may not exist. A `value` of an unsupported type reads as `None`.
+pub(crate) fn read_setting_results(it: &mut Iter) -> Result<Vec<SettingResult>, String> {
+    const SHAPE: &str = "expected aa{sv}";
+    let mut list = it.recurse(ArgType::Array).ok_or(SHAPE)?;
     let mut out = Vec::new();
-    while arr.arg_type() == ArgType::Array {
-        let mut r = SettingResult {
-            path: String::new(),
-            error: 0,
-            value: None,
-        };
-        read_value_dict(&mut arr, |k, v| match k {
-            "path" => r.path = v.as_str().unwrap_or_default().to_owned(),
-            "error" => r.error = v.as_i64().and_then(|e| i32::try_from(e).ok()).unwrap_or(-1),
-            "value" => r.value = Some(v),
-            _ => {}
-        })?;
-        out.push(r);
-        arr.next();
+    loop {
+        match list.arg_type() {
+            ArgType::Invalid => return Ok(out),
+            ArgType::Array => {
+                let (mut path, mut error, mut value) = (None, None, None);
+                for_each_entry(&mut list, |key, v| {
+                    let slot = match key {
+                        "path" => &mut path,
+                        "error" => &mut error,
+                        "value" => &mut value,
+                        _ => return Some(()),
+                    };
+                    *slot = Value::read_variant(v)
+                        .map_err(|e| log::debug!("AddSettings result {key}: {e}"))
+                        .ok();
+                    Some(())
+                })
+                .ok_or(SHAPE)?;
+                let n = out.len();
+                let Some(Value::Str(path)) = path else {
+                    return Err(format!("result {n} has no string 'path'"));
+                };
+                let error = error
+                    .as_ref()
+                    .and_then(Value::as_i64)
+                    .and_then(|e| i32::try_from(e).ok())
+                    .ok_or_else(|| format!("result {n} ({path}) has no integer 'error'"))?;
+                out.push(SettingResult { path, error, value });
+            }
+            _ => return Err(SHAPE.into()),
+        }
+        list.next();
     }
-    (arr.arg_type() == ArgType::Invalid).then_some(out)
 }
 
 #[cfg(test)]
@@ -582,13 +606,68 @@ mod tests {
 
     #[test]
     fn setting_results_parse_and_reject_garbage() {
-        let mut m = Message::new_method_call("a.b", "/", "a.b", "M").unwrap();
-        // The same shape as a request: a list of dicts.
-        append_settings(&mut IterAppend::new(&mut m), &[Setting::new("/Settings/A", 1)]);
-        let r = read_setting_results(&mut m.iter_init()).unwrap();
-        assert_eq!(r[0].path, "/Settings/A");
-        assert_eq!(r[0].error, 0);
+        /// An `AddSettings` reply body: one dict per result, with the given entries.
+        fn reply(results: &[&[(&str, Value)]]) -> Message {
+            let mut m = Message::new_method_call("a.b", "/", "a.b", "M").unwrap();
+            IterAppend::new(&mut m).append_array(&ASV, |a| {
+                for entries in results {
+                    a.append_array(&ENTRY_SV, |d| {
+                        for (key, value) in *entries {
+                            d.append_dict_entry(|e| {
+                                e.append(*key);
+                                value.append_variant(e);
+                            });
+                        }
+                    });
+                }
+            });
+            m
+        }
+        let parse = |m: &Message| read_setting_results(&mut m.iter_init());
+
+        let m = reply(&[
+            &[
+                ("error", Value::Int(0)),
+                ("path", "/Settings/A".into()),
+                ("value", Value::Int(1)),
+            ],
+            &[("path", "/Settings/B".into()), ("error", Value::Int(-3))],
+        ]);
+        assert_eq!(m.iter_init().signature().to_string(), "aa{sv}");
+        assert_eq!(
+            parse(&m).unwrap(),
+            [
+                SettingResult {
+                    path: "/Settings/A".into(),
+                    error: 0,
+                    value: Some(Value::Int(1)),
+                },
+                SettingResult {
+                    path: "/Settings/B".into(),
+                    error: -3,
+                    value: None,
+                },
+            ]
+        );
+        assert_eq!(parse(&reply(&[])).unwrap(), []);
+
+        // A result without an error code is not a success.
+        let no_error = reply(&[&[("path", "/Settings/A".into()), ("value", Value::Int(1))]]);
+        let e = parse(&no_error).unwrap_err();
+        assert!(e.contains("'error'"), "{e}");
+        let text_error = reply(&[&[("error", "0".into()), ("path", "/Settings/A".into())]]);
+        assert!(parse(&text_error).unwrap_err().contains("'error'"));
+        let no_path = reply(&[&[("error", Value::Int(0)), ("value", Value::Int(1))]]);
+        assert!(parse(&no_path).unwrap_err().contains("'path'"));
+        // The second result is broken: the whole answer is.
+        let m = reply(&[&[("error", Value::Int(0)), ("path", "/Settings/A".into())], &[]]);
+        assert!(parse(&m).is_err());
+
         let m = Message::new_method_call("a.b", "/", "a.b", "M").unwrap().append1(3i32);
-        assert!(read_setting_results(&mut m.iter_init()).is_none());
+        assert!(parse(&m).is_err());
+        let m = Message::new_method_call("a.b", "/", "a.b", "M")
+            .unwrap()
+            .append1(vec![1i32, 2]);
+        assert!(parse(&m).is_err());
     }
 }
