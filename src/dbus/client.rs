@@ -141,11 +141,6 @@ impl Client {
         self.timeout = timeout;
     }
 
-    /// This connection's unique name.
-    pub fn unique_name(&self) -> &str {
-        self.conn.unique_name()
-    }
-
     /// Every `com.victronenergy.*` name on the bus, sorted.
     pub fn list_services(&mut self) -> Result<Vec<String>, Error> {
         let reply = self.conn.call(Conn::daemon_call("ListNames"), self.timeout)?;

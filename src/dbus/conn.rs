@@ -64,14 +64,10 @@ impl Conn {
         })
     }
 
-    /// The unique name the daemon gave this connection (`:1.42`).
-    pub fn unique_name(&self) -> &str {
-        self.channel.unique_name().unwrap_or("")
-    }
-
-    /// The underlying libdbus channel.
-    pub fn channel(&self) -> &Channel {
-        &self.channel
+    /// The unique name the daemon gave this connection (`:1.42`). Always `Some` after
+    /// [`Conn::open`], which registers (`Hello`); `None` would mean libdbus has none.
+    pub fn unique_name(&self) -> Option<&str> {
+        self.channel.unique_name()
     }
 
     /// The fd to poll and whether to poll it for reading and/or writing.

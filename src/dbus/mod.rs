@@ -77,7 +77,7 @@ pub mod testkit;
 pub use client::{Client, Event, Setting, SettingResult};
 pub use conn::Bus;
 pub use error::Error;
-pub use service::{AcceptAll, Service, WriteHandler, WriteOutcome};
+pub use service::{Service, WriteHandler, WriteOutcome};
 pub use text::Format;
 pub use tree::{Access, ItemId, ItemTree, NodeRef, TreeBuilder};
 pub use value::{Kind, Value};

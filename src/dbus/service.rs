@@ -57,16 +57,6 @@ impl<F: FnMut(&str, &Value) -> WriteOutcome> WriteHandler for F {
     }
 }
 
-/// A handler that accepts every write to a writable path.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct AcceptAll;
-
-impl WriteHandler for AcceptAll {
-    fn on_write(&mut self, _path: &str, _value: &Value) -> WriteOutcome {
-        WriteOutcome::Accept
-    }
-}
-
 /// One published Venus service.
 #[derive(Debug)]
 pub struct Service {
@@ -85,7 +75,10 @@ impl Service {
         super::conn::check_bus_name(name)?;
         let mut conn = Conn::open(bus)?;
         conn.request_name(name)?;
-        log::debug!("{name}: claimed as {}", conn.unique_name());
+        log::debug!(
+            "{name}: claimed as {}",
+            conn.unique_name().unwrap_or("(no unique name)")
+        );
         Ok(Service {
             name: name.to_owned(),
             conn,
@@ -105,11 +98,6 @@ impl Service {
     /// The well-known name.
     pub fn name(&self) -> &str {
         &self.name
-    }
-
-    /// The connection's unique name (`:1.42`), the sender of this service's signals.
-    pub fn unique_name(&self) -> &str {
-        self.conn.unique_name()
     }
 
     /// The tree.

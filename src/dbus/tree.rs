@@ -159,6 +159,8 @@ impl TreeBuilder {
                 let parent = if parent_end == 0 { "/" } else { &path[..parent_end] };
                 let kids = children.entry(parent).or_default();
                 let child = &path[parent_end + 1..i];
+                // Leaves are sorted, so the leaves below one child are consecutive: comparing
+                // with the last child pushed is all the deduplication needed.
                 if kids.last() != Some(&child) {
                     kids.push(child);
                 }
@@ -180,13 +182,11 @@ impl TreeBuilder {
                 let prefix_len = if path == "/" { 1 } else { path.len() + 1 };
                 let start = leaves.partition_point(|l| l.path() < path);
                 let count = leaves[start..].iter().take_while(|l| is_below(l.path(), path)).count();
-                let mut kids: Vec<Box<str>> = kids.iter().map(|&k| k.into()).collect();
-                kids.dedup();
                 Node {
                     path: path.into(),
                     prefix_len,
                     leaves: start as u32..(start + count) as u32,
-                    children: kids,
+                    children: kids.iter().map(|&k| k.into()).collect(),
                 }
             })
             .collect();
@@ -392,23 +392,20 @@ impl ItemTree {
         }
     }
 
-    /// The path of a node (`/` for the root).
-    pub fn node_path(&self, node: NodeId) -> &str {
-        &self.nodes[node.0 as usize].path
-    }
-
     /// True for the root node.
     pub fn is_root(&self, node: NodeId) -> bool {
         node.0 == 0
     }
 
     /// Every leaf below `node` with its key relative to the node (no leading slash,
-    /// e.g. `L1/Power` below `/Ac`), in path order.
-    pub fn below(&self, node: NodeId) -> impl ExactSizeIterator<Item = (&str, ItemId)> + '_ {
+    /// e.g. `L1/Power` below `/Ac`), in path order. Only the tests read keys without the NUL.
+    #[cfg(test)]
+    pub(crate) fn below(&self, node: NodeId) -> impl ExactSizeIterator<Item = (&str, ItemId)> + '_ {
         self.below_z(node).map(|(key, id)| (&key[..key.len() - 1], id))
     }
 
-    /// Like [`ItemTree::below`], with NUL-terminated keys for appending to messages.
+    /// Every leaf below `node` with its key relative to the node, NUL-terminated for
+    /// appending to messages (`L1/Power\0` below `/Ac`), in path order.
     pub(crate) fn below_z(&self, node: NodeId) -> impl ExactSizeIterator<Item = (&str, ItemId)> + '_ {
         let n = &self.nodes[node.0 as usize];
         n.leaves
