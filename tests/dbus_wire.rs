@@ -5,7 +5,7 @@ mod support;
 use pzem::dbus::testkit::PrivateBus;
 use support::*;
 
-const BUSITEM: &str = "com.victronenergy.BusItem";
+use pzem::dbus::wire::BUSITEM;
 
 fn call(bus: &PrivateBus, path: &str, member: &str, args: &[&str]) -> Out {
     let mut all = vec!["call", NAME, path, BUSITEM, member];

@@ -31,7 +31,7 @@ use super::conn::{Bus, Conn, DEFAULT_TIMEOUT, error_reply, errors};
 use super::error::Error;
 use super::value::Value;
 use super::wait::Watchable;
-use super::wire::{ASV, BUSITEM, ENTRY_SV, for_each_entry};
+use super::wire::{ASV, BUSITEM, BUSITEM_IFACE, ENTRY_SV, append_entry, for_each_entry};
 use dbus::Message;
 use dbus::arg::{ArgType, Iter, IterAppend};
 use dbus::channel::Watch;
@@ -188,7 +188,7 @@ impl Client {
         Ok(Message::method_call(
             &dest,
             &path,
-            &dbus::strings::Interface::from(BUSITEM),
+            &BUSITEM_IFACE,
             &dbus::strings::Member::from(member),
         ))
     }
@@ -267,12 +267,13 @@ impl Client {
     /// come out of [`Client::poll_events`].
     pub fn subscribe(&mut self, prefixes: &[&str]) -> Result<(), Error> {
         self.prefixes = prefixes.iter().map(|p| (*p).to_owned()).collect();
-        for rule in [
-            "type='signal',interface='com.victronenergy.BusItem',member='ItemsChanged'",
-            "type='signal',interface='com.victronenergy.BusItem',member='PropertiesChanged'",
-            "type='signal',sender='org.freedesktop.DBus',interface='org.freedesktop.DBus',member='NameOwnerChanged',arg0namespace='com.victronenergy'",
-        ] {
-            let msg = Conn::daemon_call("AddMatch").append1(rule);
+        let rules = [
+            format!("type='signal',interface='{BUSITEM}',member='ItemsChanged'"),
+            format!("type='signal',interface='{BUSITEM}',member='PropertiesChanged'"),
+            "type='signal',sender='org.freedesktop.DBus',interface='org.freedesktop.DBus',member='NameOwnerChanged',arg0namespace='com.victronenergy'".to_owned(),
+        ];
+        for rule in &rules {
+            let msg = Conn::daemon_call("AddMatch").append1(rule.as_str());
             self.conn.call(msg, self.timeout)?;
         }
         for name in self.list_services()? {
@@ -448,28 +449,15 @@ pub(crate) fn append_settings(ia: &mut IterAppend, settings: &[Setting]) {
     ia.append_array(&ASV, |a| {
         for s in settings {
             a.append_array(&ENTRY_SV, |d| {
-                d.append_dict_entry(|e| {
-                    e.append("path");
-                    Value::Str(s.path.clone()).append_variant(e);
-                });
-                let optional = [
-                    ("default", Some(&s.default)),
-                    ("min", s.min.as_ref()),
-                    ("max", s.max.as_ref()),
-                ];
-                for (key, value) in optional {
-                    if let Some(v) = value {
-                        d.append_dict_entry(|e| {
-                            e.append(key);
-                            v.append_variant(e);
-                        });
+                append_entry(d, "path", &Value::Str(s.path.clone()));
+                append_entry(d, "default", &s.default);
+                for (key, limit) in [("min", &s.min), ("max", &s.max)] {
+                    if let Some(v) = limit {
+                        append_entry(d, key, v);
                     }
                 }
                 if s.silent {
-                    d.append_dict_entry(|e| {
-                        e.append("silent");
-                        Value::Int(1).append_variant(e);
-                    });
+                    append_entry(d, "silent", &Value::Int(1));
                 }
             });
         }
@@ -608,10 +596,7 @@ mod tests {
                 for entries in results {
                     a.append_array(&ENTRY_SV, |d| {
                         for (key, value) in *entries {
-                            d.append_dict_entry(|e| {
-                                e.append(*key);
-                                value.append_variant(e);
-                            });
+                            append_entry(d, key, value);
                         }
                     });
                 }

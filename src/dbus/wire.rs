@@ -1,12 +1,15 @@
 //! BusItem message bodies built straight from an [`ItemTree`] (sans-IO: messages are built,
 //! not sent).
 //!
+//! Also the small pieces shared by the client and the test double: appending one
+//! `{key: variant}` entry, and walking a dict's entries.
+//!
 //! Keys are appended from the tree's NUL-terminated paths and texts from one reusable
 //! buffer, so building a signal allocates nothing on the Rust side beyond what libdbus
 //! needs for the message itself.
 
 use super::tree::{ItemId, ItemTree, NodeId};
-use super::value::sig;
+use super::value::{Value, sig};
 use dbus::arg::{ArgType, Iter, IterAppend};
 use dbus::strings::{Interface, Member};
 use dbus::{Message, Path, Signature};
@@ -111,6 +114,14 @@ pub fn properties_changed(tree: &ItemTree, id: ItemId, scratch: &mut String) -> 
     let mut msg = Message::signal(&path, &BUSITEM_IFACE, &PROPERTIES_CHANGED);
     append_value_and_text(&mut IterAppend::new(&mut msg), tree, id, scratch);
     msg
+}
+
+/// Appends one dict entry `{key: variant}` to the `a{sv}` being built in `dict`.
+pub(crate) fn append_entry(dict: &mut IterAppend, key: &str, value: &Value) {
+    dict.append_dict_entry(|e| {
+        e.append(key);
+        value.append_variant(e);
+    });
 }
 
 /// Calls `f(key, value)` for each entry of the dict with string keys (`a{s…}`) at `it`,

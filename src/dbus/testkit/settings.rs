@@ -21,7 +21,9 @@ use crate::dbus::client::{SETTINGS_IFACE, SETTINGS_SERVICE as SERVICE};
 use crate::dbus::conn::{Conn, error_reply, errors};
 use crate::dbus::value::{Kind, Value};
 use crate::dbus::wait::{Waiter, Waker, Watchable};
-use crate::dbus::wire::{ASV, BUSITEM, ENTRY_SASV, ENTRY_SV, for_each_entry};
+use crate::dbus::wire::{
+    ASV, BUSITEM, BUSITEM_IFACE, ENTRY_SASV, ENTRY_SV, PROPERTIES_CHANGED, append_entry, for_each_entry,
+};
 use crate::dbus::{Bus, Error};
 use dbus::Message;
 use dbus::arg::{ArgType, Iter, IterAppend};
@@ -232,10 +234,10 @@ fn add_settings(msg: &Message, object: &str, store: &mut Store, out: &mut Vec<Me
     IterAppend::new(&mut r).append_array(&ASV, |a| {
         for (path, error, value) in &results {
             a.append_array(&ENTRY_SV, |d| {
-                entry(d, "error", &Value::Int((*error).into()));
-                entry(d, "path", &Value::Str(path.clone()));
+                append_entry(d, "error", &Value::Int((*error).into()));
+                append_entry(d, "path", &Value::Str(path.clone()));
                 if let Some(v) = value {
-                    entry(d, "value", v);
+                    append_entry(d, "value", v);
                 }
             });
         }
@@ -356,22 +358,15 @@ fn text(v: &Value) -> String {
     crate::dbus::Format::Plain.text(v)
 }
 
-fn entry(d: &mut IterAppend, key: &str, v: &Value) {
-    d.append_dict_entry(|e| {
-        e.append(key);
-        v.append_variant(e);
-    });
-}
-
 /// `{Value, Text}` (+ `Default`, `Min`, `Max` for `GetItems`).
 fn append_props(ia: &mut IterAppend, e: &Entry, limits: bool) {
     ia.append_array(&ENTRY_SV, |d| {
-        entry(d, "Value", &e.value);
-        entry(d, "Text", &Value::Str(text(&e.value)));
+        append_entry(d, "Value", &e.value);
+        append_entry(d, "Text", &Value::Str(text(&e.value)));
         if limits {
-            entry(d, "Default", &e.default);
-            entry(d, "Min", e.min.as_ref().unwrap_or(&Value::Int(0)));
-            entry(d, "Max", e.max.as_ref().unwrap_or(&Value::Int(0)));
+            append_entry(d, "Default", &e.default);
+            append_entry(d, "Min", e.min.as_ref().unwrap_or(&Value::Int(0)));
+            append_entry(d, "Max", e.max.as_ref().unwrap_or(&Value::Int(0)));
         }
     });
 }
@@ -380,7 +375,7 @@ fn append_props(ia: &mut IterAppend, e: &Entry, limits: bool) {
 /// `add_one` refuses those).
 fn properties_changed(path: &str, e: &Entry) -> Option<Message> {
     let path = dbus::Path::new(path).ok()?;
-    let mut m = Message::signal(&path, &BUSITEM.into(), &"PropertiesChanged".into());
+    let mut m = Message::signal(&path, &BUSITEM_IFACE, &PROPERTIES_CHANGED);
     append_props(&mut IterAppend::new(&mut m), e, false);
     Some(m)
 }
