@@ -122,8 +122,11 @@ fn accepted_set_value_emits_properties_changed_only() {
     assert!(!svc.with(|s| s.flush().unwrap()));
 }
 
+/// The name's life cycle as a consumer sees it: `GetItems` sent as soon as
+/// `NameOwnerChanged` announces the name already finds `/DeviceInstance`; a second claim
+/// fails with `NameTaken`; the name goes away with its connection.
 #[test]
-fn name_appears_only_with_a_complete_tree() {
+fn get_items_on_name_appearing_then_name_taken_then_name_gone() {
     let bus = PrivateBus::start().unwrap();
     let mut client = Client::new(&bus.bus()).unwrap();
     client.subscribe(&[]).unwrap();
