@@ -1,5 +1,6 @@
 //! A steady-state poll allocates nothing: requests are built on the stack,
-//! replies received into the client's buffer and decoded in place.
+//! replies received into the client's buffer and decoded in place, and the
+//! reading published into the meter's D-Bus tree and out as `ItemsChanged`.
 //!
 //! A counting global allocator counts allocations made by the polling
 //! thread only (the simulator thread allocates freely).
@@ -90,4 +91,84 @@ fn polling_over_a_pty_allocates_nothing() {
         std::hint::black_box(client.read_dc(dc).unwrap());
     }
     assert_eq!(allocations() - before, 0, "allocations in 400 steady-state polls");
+}
+
+/// The D-Bus side of a steady-state poll: a reading goes into the meter's tree and out as
+/// one `ItemsChanged`. Keys come from the tree's NUL-terminated paths, texts from one reused
+/// buffer and names from statics, so the Rust side allocates nothing per poll. libdbus's own
+/// mallocs for the message do not go through the Rust allocator and are not counted.
+#[test]
+#[cfg(feature = "dbus")]
+fn publishing_a_poll_allocates_nothing() {
+    use pzem::dbus::wire::items_changed;
+    use pzem::venus::Role;
+    use pzem::venus::layout::{self, MeterIdentity};
+    use pzem::{AcReading, DcReading, Model, Reading};
+
+    fn polls(model: Model, role: Role, reading: fn(u32) -> Reading, changed_per_poll: usize) {
+        let identity = MeterIdentity {
+            model,
+            role,
+            instance: 41,
+            custom_name: String::new(),
+            position: 1,
+            connection: "Modbus RTU ttyUSB0:1".into(),
+            serial: "pzem_ttyUSB0_1".into(),
+            process_name: "pzem-dbus",
+            process_version: "0.1.0",
+        };
+        let (mut tree, paths) = layout::build_tree(&identity).unwrap();
+        let mut scratch = String::new();
+        let mut poll = |n: u32| {
+            assert!(layout::publish(&mut tree, &paths, &reading(n), f64::from(n) / 1000.0));
+            let changed = tree.changes().len();
+            let msg = items_changed(&tree, &mut scratch).expect("a reading that changed");
+            tree.clear_changes();
+            std::hint::black_box(msg);
+            changed
+        };
+        // Warm up: the first poll also sets /Connected and grows the buffers.
+        poll(0);
+        let before = allocations();
+        let mut changed = 0;
+        for n in 1..=300 {
+            changed += poll(n);
+        }
+        let allocated = allocations() - before;
+        // Every measurement path changed in every poll, so each signal carried them all.
+        assert_eq!(changed, 300 * changed_per_poll, "{model}");
+        assert_eq!(allocated, 0, "{model}: Rust allocations in 300 published polls");
+    }
+
+    polls(
+        Model::Pzem016,
+        Role::Grid,
+        |n| {
+            Reading::Ac(AcReading {
+                voltage_dv: 2300 + (n % 50) as u16,
+                current_ma: 1000 + n,
+                power_dw: 2000 + n,
+                energy_wh: n,
+                frequency_dhz: 499 + (n % 3) as u16,
+                power_factor_centi: 90 + (n % 10) as u16,
+                power_alarm: false,
+            })
+        },
+        9,
+    );
+    polls(
+        Model::Pzem017,
+        Role::DcLoad,
+        |n| {
+            Reading::Dc(DcReading {
+                voltage_cv: 1200 + (n % 100) as u16,
+                current_ca: 400 + n as u16,
+                power_dw: 480 + n,
+                energy_wh: n,
+                high_voltage_alarm: n % 2 == 0,
+                low_voltage_alarm: false,
+            })
+        },
+        5,
+    );
 }
