@@ -11,7 +11,6 @@ use crate::address::Address;
 use crate::client::{Client, Parameters, Reading};
 use crate::dc::Shunt;
 use crate::error::Error;
-use crate::frame::ExceptionCode;
 use crate::model::{Family, Model, ModelChoice};
 use crate::transport::Transport;
 
@@ -112,20 +111,6 @@ fn failed(address: Address, doing: &'static str, answered_before: bool) -> impl 
     }
 }
 
-/// Read a meter's measurements, telling AC from DC: an AC meter answers
-/// the ten AC registers; a DC meter refuses them (exception 0x02) and
-/// answers its eight. `Ok(None)` when nothing answers. Only reads are sent.
-pub fn identify<T: Transport>(client: &mut Client<T>, address: Address) -> Result<Option<Reading>, Error> {
-    match client.read_ac(address) {
-        Ok(r) => Ok(Some(Reading::Ac(r))),
-        Err(Error::NoAnswer) => Ok(None),
-        Err(e) if e.exception() == Some(ExceptionCode::IllegalDataAddress) => {
-            client.read_dc(address).map(|r| Some(Reading::Dc(r)))
-        }
-        Err(e) => Err(e),
-    }
-}
-
 /// The model to show: the one named with `-t` if it is of the family
 /// found, else the family's generic model.
 pub fn model_for(choice: ModelChoice, family: Family) -> Model {
@@ -138,7 +123,8 @@ pub fn model_for(choice: ModelChoice, family: Family) -> Model {
 /// Identify the meter and read its measurements and parameters.
 pub fn show<T: Transport>(client: &mut Client<T>, target: Target) -> Result<MeterReport, ActionError> {
     let address = target.address;
-    let reading = identify(client, address)
+    let reading = client
+        .probe(address)
         .map_err(failed(address, "identifying the meter", false))?
         .ok_or(ActionError::Device {
             address,
@@ -194,7 +180,7 @@ pub fn scan<T: Transport>(
         progress(address);
         client.set_retries(0);
         client.transport_mut().set_timeout(quick_timeout);
-        let first = identify(client, address);
+        let first = client.probe(address);
         client.set_retries(RETRIES);
         client.transport_mut().set_timeout(timeout);
         let first_error = match first {
@@ -206,7 +192,7 @@ pub fn scan<T: Transport>(
             Err(e @ Error::Io(_)) => return Err(failed(address, "scanning", false)(e)),
             Err(e) => e,
         };
-        match identify(client, address) {
+        match client.probe(address) {
             Ok(Some(reading)) => found.push(hit(address, reading)),
             Ok(None) => issues.push(ScanIssue {
                 address,
@@ -264,7 +250,7 @@ pub fn set_address<T: Transport>(
             meter: before,
         });
     }
-    match identify(client, new) {
+    match client.probe(new) {
         Ok(None) => {}
         Ok(Some(reading)) => {
             return Err(ActionError::AddressTaken {
