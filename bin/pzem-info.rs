@@ -11,9 +11,10 @@ use getopts::{Matches, Options};
 use pzem::info::json_writer::fixed;
 use pzem::info::options::{self as opt, Action, ScanRange, UsageError};
 use pzem::info::report::MeterReport;
-use pzem::info::{Exit, Hooks, Link, Target, actions, diagnose, json, text};
+use pzem::info::{Exit, Hooks, Target, actions, diagnose, json, text};
+use pzem::line::{Line, utf8_args};
 use pzem::transport::DEFAULT_TIMEOUT;
-use pzem::{Address, Client, ModelChoice, Transport};
+use pzem::{Address, Client, ModelChoice};
 
 const PROGRAM: &str = "pzem-info";
 
@@ -69,15 +70,9 @@ Examples:
   pzem-info -d /dev/ttyUSB0 -a 1 --reset-energy --yes
   pzem-info --tcp 192.168.1.50:8899 -a 1       through an RTU-over-TCP gateway";
 
-/// Where the meters are.
-enum Device {
-    Serial(String),
-    Tcp { addr: String, mbap: bool },
-}
-
 /// A checked command line.
 struct Cli {
-    device: Device,
+    line: Line,
     target: Target,
     action: Action,
     json: bool,
@@ -194,22 +189,8 @@ fn parse(args: &[String]) -> Result<Parsed, UsageError> {
     if !m.free.is_empty() && !scan_took_free {
         return Err(usage_error(format!("unexpected argument '{}'", m.free[0])));
     }
-    let device = match (m.opt_str("device"), m.opt_str("tcp")) {
-        (Some(path), None) => Device::Serial(path),
-        (None, Some(addr)) => Device::Tcp {
-            addr,
-            mbap: m.opt_present("modbus-tcp"),
-        },
-        (None, None) => {
-            return Err(usage_error(
-                "give the serial device with -d TTY (or a gateway with --tcp)",
-            ));
-        }
-        (Some(_), Some(_)) => return Err(usage_error("give either -d or --tcp, not both")),
-    };
-    if m.opt_present("modbus-tcp") && matches!(device, Device::Serial(_)) {
-        return Err(usage_error("--modbus-tcp goes with --tcp"));
-    }
+    let line =
+        Line::from_flags(m.opt_str("device"), m.opt_str("tcp"), m.opt_present("modbus-tcp")).map_err(usage_error)?;
     let address = match m.opt_str("address") {
         Some(_) if matches!(action, Action::Scan(_)) => {
             return Err(usage_error(
@@ -231,7 +212,7 @@ fn parse(args: &[String]) -> Result<Parsed, UsageError> {
         ));
     }
     Ok(Parsed::Run(Cli {
-        device,
+        line,
         target: Target { address, model },
         action,
         json: m.opt_present("json"),
@@ -239,29 +220,6 @@ fn parse(args: &[String]) -> Result<Parsed, UsageError> {
         timeout: timeout.unwrap_or(DEFAULT_TIMEOUT),
         scan_timeout: timeout.unwrap_or(actions::SCAN_TIMEOUT),
     }))
-}
-
-fn link(cli: &Cli) -> Link {
-    match &cli.device {
-        Device::Serial(path) => Link::serial(path, opt::stop_bits_for(cli.target.model)),
-        Device::Tcp { addr, mbap } => Link::tcp(addr, *mbap),
-    }
-}
-
-fn open(cli: &Cli) -> io::Result<Box<dyn Transport>> {
-    Ok(match &cli.device {
-        #[cfg(feature = "serial")]
-        Device::Serial(path) => Box::new(pzem::serial::open_rtu(path, opt::stop_bits_for(cli.target.model))?),
-        #[cfg(not(feature = "serial"))]
-        Device::Serial(_) => {
-            return Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                "this pzem-info was built without serial support (feature serial); use --tcp",
-            ));
-        }
-        Device::Tcp { addr, mbap: false } => Box::new(pzem::tcp::connect_rtu(addr)?),
-        Device::Tcp { addr, mbap: true } => Box::new(pzem::tcp::ModbusTcp::connect(addr)?),
-    })
 }
 
 /// Ask on the terminal before resetting the counter.
@@ -297,20 +255,20 @@ fn err(s: &str) {
     let _ = stderr.flush();
 }
 
-fn fail(cli: &Cli, link: &Link, exit: Exit, address: Option<u8>, message: &str) -> ExitCode {
+fn fail(cli: &Cli, exit: Exit, address: Option<u8>, message: &str) -> ExitCode {
     err(&format!("{PROGRAM}: {message}"));
     if cli.json {
-        let doc = json::error_document(cli.action.name(), &link.device, exit.code(), address, message);
+        let doc = json::error_document(cli.action.name(), cli.line.place(), exit.code(), address, message);
         out(&doc.to_pretty());
     }
     ExitCode::from(exit.code())
 }
 
 fn run(cli: &Cli) -> ExitCode {
-    let link = link(cli);
-    let transport = match open(cli) {
+    let stop_bits = opt::stop_bits_for(cli.target.model);
+    let transport = match cli.line.open(stop_bits) {
         Ok(t) => t,
-        Err(e) => return fail(cli, &link, Exit::Io, None, &diagnose::io_message(&link, &e)),
+        Err(e) => return fail(cli, Exit::Io, None, &diagnose::io_message(&cli.line, &e)),
     };
     let mut client = Client::new(transport);
     client.transport_mut().set_timeout(cli.timeout);
@@ -331,25 +289,21 @@ fn run(cli: &Cli) -> ExitCode {
     match result {
         Ok(report) => {
             if cli.json {
-                out(&json::document(&report, &link.device).to_pretty());
+                out(&json::document(&report, cli.line.place()).to_pretty());
             } else {
                 out(&text::render(&report));
             }
             ExitCode::SUCCESS
         }
         Err(e) => {
-            let message = diagnose::explain(&e, &link, cli.timeout);
-            fail(cli, &link, e.exit(), e.address().map(Address::get), &message)
+            let message = diagnose::explain(&e, &cli.line, stop_bits, cli.timeout);
+            fail(cli, e.exit(), e.address().map(Address::get), &message)
         }
     }
 }
 
 fn main() -> ExitCode {
-    let args: Result<Vec<String>, _> = std::env::args_os().skip(1).map(|a| a.into_string()).collect();
-    let parsed = match args {
-        Ok(args) => parse(&args),
-        Err(bad) => Err(usage_error(format!("argument {bad:?} is not valid UTF-8"))),
-    };
+    let parsed = utf8_args().map_err(usage_error).and_then(|args| parse(&args));
     match parsed {
         Ok(Parsed::Help) => {
             out(&help(&options()));

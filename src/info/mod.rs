@@ -25,7 +25,6 @@ pub mod report;
 pub mod text;
 
 pub use actions::{ActionError, Hooks, Target, run};
-pub use diagnose::Link;
 pub use exit::Exit;
 pub use options::{Action, ScanRange, UsageError};
 pub use report::Report;
