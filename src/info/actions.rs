@@ -5,6 +5,7 @@
 //! never goes to a meter of the wrong family. Calibration (0x41) cannot be
 //! sent: the library has no request for it.
 
+use std::fmt;
 use std::time::{Duration, Instant};
 
 use crate::address::Address;
@@ -42,6 +43,63 @@ pub struct Target {
     pub model: ModelChoice,
 }
 
+/// What an action was doing when a request failed; shown as text such as
+/// `reading its parameters`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Reading the meter to tell AC from DC.
+    Identify,
+    /// Reading the meter's parameters.
+    ReadParameters,
+    /// Scanning the line.
+    Scan,
+    /// Making sure no meter answers at the new address yet.
+    CheckNewAddress,
+    /// Writing the new address and reading it back there.
+    WriteAddress,
+    /// Reading the meter at its new address after the change.
+    ReadAtNewAddress,
+    /// Sending the energy reset.
+    ResetEnergy,
+    /// Reading the energy counter after the reset.
+    ReadEnergyBack,
+    /// Writing the shunt range and reading it back.
+    WriteShunt,
+    /// Writing the power alarm threshold and reading it back.
+    WritePowerAlarm,
+    /// Writing the voltage alarm thresholds and reading them back.
+    WriteVoltageAlarms,
+    /// Reading the measurements after a parameter change.
+    ReadAfterChange,
+}
+
+impl Step {
+    /// Whether the step is part of moving the meter to a new address (so a
+    /// silent meter may simply be answering elsewhere now).
+    pub fn follows_address_change(self) -> bool {
+        matches!(self, Step::WriteAddress | Step::ReadAtNewAddress)
+    }
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Step::Identify => "identifying the meter",
+            Step::ReadParameters => "reading its parameters",
+            Step::Scan => "scanning",
+            Step::CheckNewAddress => "checking that the new address is free",
+            Step::WriteAddress => "writing the new address and reading it back there",
+            Step::ReadAtNewAddress => "reading the meter at its new address",
+            Step::ResetEnergy => "resetting the energy counter",
+            Step::ReadEnergyBack => "reading the energy counter back",
+            Step::WriteShunt => "writing the shunt range and reading it back",
+            Step::WritePowerAlarm => "writing the power alarm threshold and reading it back",
+            Step::WriteVoltageAlarms => "writing the voltage alarm thresholds and reading them back",
+            Step::ReadAfterChange => "reading the meter after the change",
+        })
+    }
+}
+
 /// Why an action failed.
 #[derive(Debug)]
 pub enum ActionError {
@@ -49,8 +107,8 @@ pub enum ActionError {
     Device {
         /// Where it went.
         address: Address,
-        /// What was being done, e.g. `reading its parameters`.
-        doing: &'static str,
+        /// What was being done.
+        step: Step,
         /// Whether the meter had answered earlier in this run.
         answered_before: bool,
         /// The failure.
@@ -102,10 +160,10 @@ impl ActionError {
     }
 }
 
-fn failed(address: Address, doing: &'static str, answered_before: bool) -> impl FnOnce(Error) -> ActionError {
+fn failed(address: Address, step: Step, answered_before: bool) -> impl FnOnce(Error) -> ActionError {
     move |error| ActionError::Device {
         address,
-        doing,
+        step,
         answered_before,
         error,
     }
@@ -125,17 +183,17 @@ pub fn show<T: Transport>(client: &mut Client<T>, target: Target) -> Result<Mete
     let address = target.address;
     let reading = client
         .probe(address)
-        .map_err(failed(address, "identifying the meter", false))?
+        .map_err(failed(address, Step::Identify, false))?
         .ok_or(ActionError::Device {
             address,
-            doing: "identifying the meter",
+            step: Step::Identify,
             answered_before: false,
             error: Error::NoAnswer,
         })?;
     let parameters =
         client
             .read_parameters(address, reading.family())
-            .map_err(failed(address, "reading its parameters", true))?;
+            .map_err(failed(address, Step::ReadParameters, true))?;
     Ok(MeterReport {
         queried: address,
         model: model_for(target.model, reading.family()),
@@ -189,7 +247,7 @@ pub fn scan<T: Transport>(
                 continue;
             }
             Ok(None) => continue,
-            Err(e @ Error::Io(_)) => return Err(failed(address, "scanning", false)(e)),
+            Err(e @ Error::Io(_)) => return Err(failed(address, Step::Scan, false)(e)),
             Err(e) => e,
         };
         match client.probe(address) {
@@ -199,7 +257,7 @@ pub fn scan<T: Transport>(
                 problem: format!("one bad reply ({first_error}), then silence: noise on the line?"),
                 garbled: first_error.is_garbled(),
             }),
-            Err(e @ Error::Io(_)) => return Err(failed(address, "scanning", false)(e)),
+            Err(e @ Error::Io(_)) => return Err(failed(address, Step::Scan, false)(e)),
             Err(e) => issues.push(scan_issue(address, &e)),
         }
     }
@@ -258,15 +316,13 @@ pub fn set_address<T: Transport>(
                 model: model_for(target.model, reading.family()),
             });
         }
-        Err(e) => return Err(failed(new, "checking that the new address is free", false)(e)),
+        Err(e) => return Err(failed(new, Step::CheckNewAddress, false)(e)),
     }
-    client.set_address(target.address, new).map_err(failed(
-        target.address,
-        "writing the new address and reading it back there",
-        true,
-    ))?;
-    let after = show(client, Target { address: new, ..target })
-        .map_err(|e| still_answered(e, "reading the meter at its new address"))?;
+    client
+        .set_address(target.address, new)
+        .map_err(failed(target.address, Step::WriteAddress, true))?;
+    let after =
+        show(client, Target { address: new, ..target }).map_err(|e| still_answered(e, Step::ReadAtNewAddress))?;
     Ok(ChangeReport {
         change: Change::Address {
             from,
@@ -277,11 +333,11 @@ pub fn set_address<T: Transport>(
     })
 }
 
-fn still_answered(e: ActionError, doing: &'static str) -> ActionError {
+fn still_answered(e: ActionError, step: Step) -> ActionError {
     match e {
         ActionError::Device { address, error, .. } => ActionError::Device {
             address,
-            doing,
+            step,
             answered_before: true,
             error,
         },
@@ -315,11 +371,11 @@ pub fn reset_energy<T: Transport>(
     let sent = Instant::now();
     client
         .reset_energy(address)
-        .map_err(failed(address, "resetting the energy counter", true))?;
+        .map_err(failed(address, Step::ResetEnergy, true))?;
     std::thread::sleep(RESET_SETTLE);
     let mut reading = client
         .read(address, family)
-        .map_err(failed(address, "reading the energy counter back", true))?;
+        .map_err(failed(address, Step::ReadEnergyBack, true))?;
     let allowed = |sent: Instant| {
         let ms = u64::try_from(sent.elapsed().as_millis()).unwrap_or(u64::MAX);
         1 + max_power_w(family).saturating_mul(ms) / 3_600_000
@@ -329,11 +385,11 @@ pub fn reset_energy<T: Transport>(
         std::thread::sleep(RESET_REFRESH);
         reading = client
             .read(address, family)
-            .map_err(failed(address, "reading the energy counter back", true))?;
+            .map_err(failed(address, Step::ReadEnergyBack, true))?;
         if u64::from(reading.energy_wh()) > allowed(sent) {
             return Err(ActionError::Device {
                 address,
-                doing: "reading the energy counter back",
+                step: Step::ReadEnergyBack,
                 answered_before: true,
                 error: Error::Verify {
                     what: "energy counter (Wh)",
@@ -357,11 +413,10 @@ fn after_write<T: Transport>(
     before: &MeterReport,
     parameters: Parameters,
 ) -> Result<MeterReport, ActionError> {
-    let reading = client.read(before.queried, before.family()).map_err(failed(
-        before.queried,
-        "reading the meter after the change",
-        true,
-    ))?;
+    let reading =
+        client
+            .read(before.queried, before.family())
+            .map_err(failed(before.queried, Step::ReadAfterChange, true))?;
     Ok(MeterReport {
         reading,
         parameters,
@@ -381,11 +436,9 @@ pub fn set_shunt<T: Transport>(
         Parameters::Dc(p) => p.shunt,
         Parameters::Ac(_) => None,
     };
-    let params = client.set_shunt(target.address, shunt).map_err(failed(
-        target.address,
-        "writing the shunt range and reading it back",
-        true,
-    ))?;
+    let params = client
+        .set_shunt(target.address, shunt)
+        .map_err(failed(target.address, Step::WriteShunt, true))?;
     let meter = after_write(client, &before, Parameters::Dc(params))?;
     Ok(ChangeReport {
         change: Change::Shunt {
@@ -410,11 +463,7 @@ pub fn set_power_alarm<T: Transport>(
     };
     let params = client
         .set_power_alarm(target.address, u32::from(watts))
-        .map_err(failed(
-            target.address,
-            "writing the power alarm threshold and reading it back",
-            true,
-        ))?;
+        .map_err(failed(target.address, Step::WritePowerAlarm, true))?;
     let meter = after_write(client, &before, Parameters::Ac(params))?;
     Ok(ChangeReport {
         change: Change::PowerAlarm {
@@ -440,11 +489,7 @@ pub fn set_voltage_alarms<T: Transport>(
     };
     let params = client
         .set_voltage_alarms(target.address, f64::from(high_cv) / 100.0, f64::from(low_cv) / 100.0)
-        .map_err(failed(
-            target.address,
-            "writing the voltage alarm thresholds and reading them back",
-            true,
-        ))?;
+        .map_err(failed(target.address, Step::WriteVoltageAlarms, true))?;
     let meter = after_write(client, &before, Parameters::Dc(params))?;
     Ok(ChangeReport {
         change: Change::VoltageAlarms {

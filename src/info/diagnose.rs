@@ -10,7 +10,7 @@ use crate::frame::ExceptionCode;
 use crate::line::Line;
 use crate::model::StopBits;
 
-use super::actions::ActionError;
+use super::actions::{ActionError, Step};
 use super::text::model_label;
 
 /// What to check about the serial settings.
@@ -51,10 +51,10 @@ pub fn no_answer_checklist(line: &Line, stop_bits: StopBits) -> String {
     out
 }
 
-fn refusal_hint(code: ExceptionCode, doing: &str) -> &'static str {
+fn refusal_hint(code: ExceptionCode, step: Step) -> &'static str {
     match code {
         ExceptionCode::IllegalFunction => "The meter does not support this function.",
-        ExceptionCode::IllegalDataAddress if doing.contains("shunt") => {
+        ExceptionCode::IllegalDataAddress if step == Step::WriteShunt => {
             "The meter has no such register: a PZEM-003 has no shunt setting (its 10 A shunt is built in)."
         }
         ExceptionCode::IllegalDataAddress => "The meter has no such register: is it the model you expect?",
@@ -73,7 +73,7 @@ pub fn explain(err: &ActionError, line: &Line, stop_bits: StopBits, timeout: Dur
     match err {
         ActionError::Device {
             address,
-            doing,
+            step,
             answered_before,
             error,
         } => {
@@ -84,27 +84,27 @@ pub fn explain(err: &ActionError, line: &Line, stop_bits: StopBits, timeout: Dur
             };
             if let Some(code) = error.exception() {
                 return format!(
-                    "the meter at {at} on {dev} refused the request while {doing}: {code}.\n{}\n",
-                    refusal_hint(code, doing)
+                    "the meter at {at} on {dev} refused the request while {step}: {code}.\n{}\n",
+                    refusal_hint(code, *step)
                 );
             }
             match error {
                 e if e.is_garbled() && address.is_general() => format!(
-                    "garbled reply at {at} on {dev} while {doing} ({e}).\n\
+                    "garbled reply at {at} on {dev} while {step} ({e}).\n\
                      More than one meter may be answering: 0xF8 reaches every meter on the line, so it \
                      works only with a single meter connected.\n\
                      List the meters with --scan, then choose one with -a ADDR.\n"
                 ),
                 e if e.is_garbled() => format!(
-                    "garbled reply from {at} on {dev} while {doing} ({e}).\n\
+                    "garbled reply from {at} on {dev} while {step} ({e}).\n\
                      Two meters may share this address (list them with --scan), or the line is noisy.\n{}",
                     no_answer_checklist(line, stop_bits)
                 ),
                 Error::NoAnswer if *answered_before => format!(
-                    "the meter at {at} on {dev} answered at first, then stopped answering while {doing} \
+                    "the meter at {at} on {dev} answered at first, then stopped answering while {step} \
                      (no reply within {} ms, retried).\n{}{}",
                     timeout.as_millis(),
-                    if doing.contains("new address") {
+                    if step.follows_address_change() {
                         "If the write went through, the meter now answers at its new address; \
                          --scan will tell.\n"
                     } else {
@@ -114,17 +114,17 @@ pub fn explain(err: &ActionError, line: &Line, stop_bits: StopBits, timeout: Dur
                     no_answer_checklist(line, stop_bits)
                 ),
                 Error::NoAnswer => format!(
-                    "no answer from {at} on {dev} while {doing} (no reply within {} ms, retried).\n{}",
+                    "no answer from {at} on {dev} while {step} (no reply within {} ms, retried).\n{}",
                     timeout.as_millis(),
                     no_answer_checklist(line, stop_bits)
                 ),
                 Error::Verify { .. } => format!(
-                    "verification failed at {at} on {dev} while {doing}: {error}.\n\
+                    "verification failed at {at} on {dev} while {step}: {error}.\n\
                      The meter acknowledged the write but did not keep the value. Try again; if it \
                      persists, power-cycle the meter and check it with pzem-info -a ADDR.\n"
                 ),
                 Error::Io(e) => io_message(line, e),
-                e => format!("{at} on {dev}: {doing}: {e}\n"),
+                e => format!("{at} on {dev}: {step}: {e}\n"),
             }
         }
         ActionError::WrongFamily {
@@ -187,7 +187,7 @@ mod tests {
     fn device(address: Address, answered_before: bool, error: Error) -> ActionError {
         ActionError::Device {
             address,
-            doing: "identifying the meter",
+            step: Step::Identify,
             answered_before,
             error,
         }
@@ -215,14 +215,31 @@ mod tests {
             assert!(msg.contains(needle), "{needle}: {msg}");
         }
         let e = device(Address::unit(7).unwrap(), true, Error::NoAnswer);
-        assert!(explain_serial(&e, Duration::from_millis(250)).contains("answered at first, then stopped"));
+        let msg = explain_serial(&e, Duration::from_millis(250));
+        assert!(msg.contains("answered at first, then stopped"), "{msg}");
+        assert!(msg.contains("still powered") && !msg.contains("new address"), "{msg}");
+    }
+
+    #[test]
+    fn silence_after_an_address_change_points_to_the_new_address() {
+        for step in [Step::WriteAddress, Step::ReadAtNewAddress] {
+            let e = ActionError::Device {
+                address: Address::unit(7).unwrap(),
+                step,
+                answered_before: true,
+                error: Error::NoAnswer,
+            };
+            let msg = explain_serial(&e, Duration::from_millis(250));
+            assert!(msg.contains(&format!("while {step} ")), "{msg}");
+            assert!(msg.contains("now answers at its new address"), "{msg}");
+        }
     }
 
     #[test]
     fn refusal_names_the_code() {
         let e = ActionError::Device {
             address: Address::unit(3).unwrap(),
-            doing: "writing the shunt range and reading it back",
+            step: Step::WriteShunt,
             answered_before: true,
             error: Error::Frame(FrameError::Exception {
                 function: Function::WriteSingleRegister,
@@ -235,6 +252,24 @@ mod tests {
             "{msg}"
         );
         assert!(msg.contains("PZEM-003"), "{msg}");
+        let e = ActionError::Device {
+            address: Address::unit(3).unwrap(),
+            step: Step::ReadParameters,
+            answered_before: true,
+            error: Error::Frame(FrameError::Exception {
+                function: Function::ReadHoldingRegisters,
+                code: ExceptionCode::IllegalDataAddress,
+            }),
+        };
+        let msg = explain_serial(&e, Duration::from_millis(250));
+        assert!(
+            msg.contains("while reading its parameters: illegal data address"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("is it the model you expect") && !msg.contains("PZEM-003"),
+            "{msg}"
+        );
     }
 
     #[test]
