@@ -8,9 +8,10 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
+use crate::ac::AcParameters;
 use crate::address::Address;
 use crate::client::{Client, Parameters, Reading};
-use crate::dc::Shunt;
+use crate::dc::{DcParameters, Shunt};
 use crate::error::Error;
 use crate::model::{Family, Model, ModelChoice};
 use crate::transport::Transport;
@@ -202,15 +203,30 @@ pub fn show<T: Transport>(client: &mut Client<T>, target: Target) -> Result<Mete
     })
 }
 
-fn require(meter: &MeterReport, action: &Action) -> Result<(), ActionError> {
-    match action.family() {
-        Some(needs) if needs != meter.family() => Err(ActionError::WrongFamily {
-            address: meter.queried,
-            model: meter.model,
-            action: action.name(),
-            needs,
-        }),
-        _ => Ok(()),
+/// The parameters of an AC meter, or (for a DC meter) the refusal of
+/// `action`, which is for AC meters only.
+fn ac_params(meter: &MeterReport, action: &Action) -> Result<AcParameters, ActionError> {
+    match meter.parameters {
+        Parameters::Ac(p) => Ok(p),
+        Parameters::Dc(_) => Err(wrong_family(meter, action, Family::Ac)),
+    }
+}
+
+/// The parameters of a DC meter, or (for an AC meter) the refusal of
+/// `action`, which is for DC meters only.
+fn dc_params(meter: &MeterReport, action: &Action) -> Result<DcParameters, ActionError> {
+    match meter.parameters {
+        Parameters::Dc(p) => Ok(p),
+        Parameters::Ac(_) => Err(wrong_family(meter, action, Family::Dc)),
+    }
+}
+
+fn wrong_family(meter: &MeterReport, action: &Action, needs: Family) -> ActionError {
+    ActionError::WrongFamily {
+        address: meter.queried,
+        model: meter.model,
+        action: action.name(),
+        needs,
     }
 }
 
@@ -431,19 +447,22 @@ pub fn set_shunt<T: Transport>(
     shunt: Shunt,
 ) -> Result<ChangeReport, ActionError> {
     let before = show(client, target)?;
-    require(&before, &Action::SetShunt(shunt))?;
-    let old = match before.parameters {
-        Parameters::Dc(p) => p.shunt,
-        Parameters::Ac(_) => None,
-    };
+    let old = dc_params(&before, &Action::SetShunt(shunt))?;
     let params = client
         .set_shunt(target.address, shunt)
         .map_err(failed(target.address, Step::WriteShunt, true))?;
+    // Client::set_shunt fails when the meter reads back no shunt range;
+    // should it ever not, say so rather than report the value asked for.
+    let after = params.shunt.ok_or_else(|| {
+        failed(target.address, Step::WriteShunt, true)(Error::UnexpectedValue(
+            "the meter read back no shunt range".into(),
+        ))
+    })?;
     let meter = after_write(client, &before, Parameters::Dc(params))?;
     Ok(ChangeReport {
         change: Change::Shunt {
-            before: old,
-            after: params.shunt.unwrap_or(shunt),
+            before: old.shunt,
+            after,
         },
         meter,
     })
@@ -456,18 +475,14 @@ pub fn set_power_alarm<T: Transport>(
     watts: u16,
 ) -> Result<ChangeReport, ActionError> {
     let before = show(client, target)?;
-    require(&before, &Action::SetPowerAlarm(watts))?;
-    let old = match before.parameters {
-        Parameters::Ac(p) => p.power_alarm_w,
-        Parameters::Dc(_) => 0,
-    };
+    let old = ac_params(&before, &Action::SetPowerAlarm(watts))?;
     let params = client
         .set_power_alarm(target.address, u32::from(watts))
         .map_err(failed(target.address, Step::WritePowerAlarm, true))?;
     let meter = after_write(client, &before, Parameters::Ac(params))?;
     Ok(ChangeReport {
         change: Change::PowerAlarm {
-            before_w: old,
+            before_w: old.power_alarm_w,
             after_w: params.power_alarm_w,
         },
         meter,
@@ -482,18 +497,14 @@ pub fn set_voltage_alarms<T: Transport>(
     low_cv: u16,
 ) -> Result<ChangeReport, ActionError> {
     let before = show(client, target)?;
-    require(&before, &Action::SetVoltageAlarms { high_cv, low_cv })?;
-    let old = match before.parameters {
-        Parameters::Dc(p) => (p.high_voltage_alarm_cv, p.low_voltage_alarm_cv),
-        Parameters::Ac(_) => (0, 0),
-    };
+    let old = dc_params(&before, &Action::SetVoltageAlarms { high_cv, low_cv })?;
     let params = client
         .set_voltage_alarms(target.address, f64::from(high_cv) / 100.0, f64::from(low_cv) / 100.0)
         .map_err(failed(target.address, Step::WriteVoltageAlarms, true))?;
     let meter = after_write(client, &before, Parameters::Dc(params))?;
     Ok(ChangeReport {
         change: Change::VoltageAlarms {
-            before_cv: old,
+            before_cv: (old.high_voltage_alarm_cv, old.low_voltage_alarm_cv),
             after_cv: (params.high_voltage_alarm_cv, params.low_voltage_alarm_cv),
         },
         meter,
@@ -657,8 +668,14 @@ mod tests {
             matches!(err, ActionError::WrongFamily { needs: Family::Ac, .. }),
             "{err:?}"
         );
-        // Only the reads that identified the meters: AC 2 (read, params), DC 3.
-        assert_eq!(bus(&mut c).requests() - before, 5);
+        let err = set_voltage_alarms(&mut c, at(2), 1440, 1150).unwrap_err();
+        assert!(
+            matches!(err, ActionError::WrongFamily { needs: Family::Dc, .. }),
+            "{err:?}"
+        );
+        // Only the reads that identified the meters: AC 2 (read, params)
+        // twice, DC 3 (AC read refused, DC read, params).
+        assert_eq!(bus(&mut c).requests() - before, 7);
     }
 
     #[test]

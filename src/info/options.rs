@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::ac;
 use crate::address::Address;
 use crate::dc::{self, Shunt};
-use crate::model::{Family, ModelChoice, StopBits};
+use crate::model::{ModelChoice, StopBits};
 
 /// A command-line value that is not acceptable; nothing was sent.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -60,15 +60,6 @@ impl Action {
             Action::SetShunt(_) => "set-shunt",
             Action::SetPowerAlarm(_) => "set-power-alarm",
             Action::SetVoltageAlarms { .. } => "set-voltage-alarms",
-        }
-    }
-
-    /// The family the action is for, when only one family has the setting.
-    pub fn family(&self) -> Option<Family> {
-        match self {
-            Action::SetShunt(_) | Action::SetVoltageAlarms { .. } => Some(Family::Dc),
-            Action::SetPowerAlarm(_) => Some(Family::Ac),
-            _ => None,
         }
     }
 }
@@ -268,7 +259,6 @@ mod tests {
         assert_eq!(stop_bits_for(ModelChoice::Known(Model::Pzem003)), StopBits::Two);
         assert_eq!(parse_timeout("80"), Ok(Duration::from_millis(80)));
         assert!(parse_timeout("5").is_err());
-        assert_eq!(Action::SetShunt(Shunt::A50).family(), Some(Family::Dc));
         assert_eq!(Action::SetPowerAlarm(1).name(), "set-power-alarm");
     }
 }
