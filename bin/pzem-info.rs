@@ -14,7 +14,7 @@ use pzem::info::report::MeterReport;
 use pzem::info::{Exit, Hooks, Target, actions, diagnose, json, text};
 use pzem::line::{Line, utf8_args};
 use pzem::transport::DEFAULT_TIMEOUT;
-use pzem::{Address, Client, ModelChoice};
+use pzem::{Address, Client, ModelChoice, StopBits};
 
 const PROGRAM: &str = "pzem-info";
 
@@ -265,7 +265,9 @@ fn fail(cli: &Cli, exit: Exit, address: Option<u8>, message: &str) -> ExitCode {
 }
 
 fn run(cli: &Cli) -> ExitCode {
-    let stop_bits = opt::stop_bits_for(cli.target.model);
+    // -t auto opens 8N2: a sender with two stop bits only adds idle time,
+    // so 8N2 reaches both families.
+    let stop_bits = StopBits::for_choices([cli.target.model]);
     let transport = match cli.line.open(stop_bits) {
         Ok(t) => t,
         Err(e) => return fail(cli, Exit::Io, None, &diagnose::io_message(&cli.line, &e)),

@@ -361,15 +361,6 @@ fn still_answered(e: ActionError, step: Step) -> ActionError {
     }
 }
 
-/// Highest power a family can measure, W (PZEM-016 at 260 V, 100 A;
-/// PZEM-017 at 300 V, 300 A): bounds what the counter may gain in a moment.
-fn max_power_w(family: Family) -> u64 {
-    match family {
-        Family::Ac => 26_000,
-        Family::Dc => 90_000,
-    }
-}
-
 /// Reset the energy counter once `confirm` agrees (it sees the meter as it
 /// is), then read the counter back: it must be no more than the meter can
 /// have counted since the reset.
@@ -394,7 +385,7 @@ pub fn reset_energy<T: Transport>(
         .map_err(failed(address, Step::ReadEnergyBack, true))?;
     let allowed = |sent: Instant| {
         let ms = u64::try_from(sent.elapsed().as_millis()).unwrap_or(u64::MAX);
-        1 + max_power_w(family).saturating_mul(ms) / 3_600_000
+        1 + u64::from(family.max_power_w()).saturating_mul(ms) / 3_600_000
     };
     if u64::from(reading.energy_wh()) > allowed(sent) {
         // The meter refreshes its registers about once a second.

@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::ac;
 use crate::address::Address;
 use crate::dc::{self, Shunt};
-use crate::model::{ModelChoice, StopBits};
+use crate::model::ModelChoice;
 
 /// A command-line value that is not acceptable; nothing was sent.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -183,16 +183,6 @@ pub fn parse_timeout(text: &str) -> Result<Duration, UsageError> {
     }
 }
 
-/// Serial settings for a `-t` choice: AC 8N1, DC 8N2, and 8N2 for `auto`
-/// (a sender with two stop bits only adds idle time, so 8N2 reaches both
-/// families; `pzem-protocol.md` §2).
-pub fn stop_bits_for(choice: ModelChoice) -> StopBits {
-    match choice {
-        ModelChoice::Known(m) => m.family().stop_bits(),
-        ModelChoice::Auto => StopBits::Two,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -254,9 +244,6 @@ mod tests {
         assert_eq!(parse_model("auto"), Ok(ModelChoice::Auto));
         assert_eq!(parse_model("017"), Ok(ModelChoice::Known(Model::Pzem017)));
         assert!(parse_model("xyz").is_err());
-        assert_eq!(stop_bits_for(ModelChoice::Auto), StopBits::Two);
-        assert_eq!(stop_bits_for(ModelChoice::Known(Model::GenericAc)), StopBits::One);
-        assert_eq!(stop_bits_for(ModelChoice::Known(Model::Pzem003)), StopBits::Two);
         assert_eq!(parse_timeout("80"), Ok(Duration::from_millis(80)));
         assert!(parse_timeout("5").is_err());
         assert_eq!(Action::SetPowerAlarm(1).name(), "set-power-alarm");
