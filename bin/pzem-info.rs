@@ -8,15 +8,12 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use getopts::{Matches, Options};
-use pzem::info::json_writer::fixed;
-use pzem::info::options::{self as opt, Action, ScanRange, UsageError};
+use pzem::info::options::{self as opt, Action, ScanRange, UsageError, usage};
 use pzem::info::report::MeterReport;
-use pzem::info::{Exit, Hooks, Target, actions, diagnose, json, text};
+use pzem::info::{Exit, Hooks, PROGRAM, Target, actions, diagnose, json, text};
 use pzem::line::{Line, utf8_args};
 use pzem::transport::DEFAULT_TIMEOUT;
 use pzem::{Address, Client, ModelChoice, StopBits};
-
-const PROGRAM: &str = "pzem-info";
 
 const ABOUT: &str = "\
 Inspect and configure Peacefair PZEM energy meters (AC: PZEM-004T v3, 014, 016;
@@ -136,10 +133,6 @@ fn help(o: &Options) -> String {
     )
 }
 
-fn usage_error(msg: impl Into<String>) -> UsageError {
-    UsageError(msg.into())
-}
-
 fn action(m: &Matches) -> Result<Action, UsageError> {
     let mut actions = Vec::new();
     if m.opt_present("scan") {
@@ -172,12 +165,12 @@ fn action(m: &Matches) -> Result<Action, UsageError> {
     match actions.as_slice() {
         [] => Ok(Action::Show),
         [one] => Ok(*one),
-        _ => Err(usage_error("give at most one action")),
+        _ => Err(usage("give at most one action")),
     }
 }
 
 fn parse(args: &[String]) -> Result<Parsed, UsageError> {
-    let m = options().parse(args).map_err(|e| usage_error(e.to_string()))?;
+    let m = options().parse(args).map_err(|e| usage(e.to_string()))?;
     if m.opt_present("help") {
         return Ok(Parsed::Help);
     }
@@ -187,13 +180,12 @@ fn parse(args: &[String]) -> Result<Parsed, UsageError> {
     let action = action(&m)?;
     let scan_took_free = matches!(action, Action::Scan(_)) && m.opt_str("scan").is_none() && m.free.len() == 1;
     if !m.free.is_empty() && !scan_took_free {
-        return Err(usage_error(format!("unexpected argument '{}'", m.free[0])));
+        return Err(usage(format!("unexpected argument '{}'", m.free[0])));
     }
-    let line =
-        Line::from_flags(m.opt_str("device"), m.opt_str("tcp"), m.opt_present("modbus-tcp")).map_err(usage_error)?;
+    let line = Line::from_flags(m.opt_str("device"), m.opt_str("tcp"), m.opt_present("modbus-tcp")).map_err(usage)?;
     let address = match m.opt_str("address") {
         Some(_) if matches!(action, Action::Scan(_)) => {
-            return Err(usage_error(
+            return Err(usage(
                 "--scan tries a range of addresses; give it FROM-TO instead of -a",
             ));
         }
@@ -207,7 +199,7 @@ fn parse(args: &[String]) -> Result<Parsed, UsageError> {
     let timeout = m.opt_str("timeout").map(|t| opt::parse_timeout(&t)).transpose()?;
     let yes = m.opt_present("yes");
     if action == Action::ResetEnergy && !yes && !io::stdin().is_terminal() {
-        return Err(usage_error(
+        return Err(usage(
             "--reset-energy asks for confirmation, but there is no terminal to ask on: add --yes",
         ));
     }
@@ -224,15 +216,16 @@ fn parse(args: &[String]) -> Result<Parsed, UsageError> {
 
 /// Ask on the terminal before resetting the counter.
 fn confirm(meter: &MeterReport) -> bool {
-    let at = if meter.queried.is_general() {
-        format!("the general address 0xF8 (own address {})", meter.stored_address())
+    let own = if meter.queried.is_general() {
+        format!(" (own address {})", meter.stored_address())
     } else {
-        format!("address {}", meter.queried)
+        String::new()
     };
     err(&format!(
-        "Reset the energy counter of the {} at {at}, now {} kWh? This cannot be undone. [y/N] ",
+        "Reset the energy counter of the {} at {}{own}, now {}? This cannot be undone. [y/N] ",
         text::model_label(meter.model),
-        fixed(u64::from(meter.reading.energy_wh()), 3)
+        text::address_phrase(meter.queried),
+        text::kwh(meter.reading.energy_wh())
     ));
     let mut answer = String::new();
     match io::stdin().lock().read_line(&mut answer) {
@@ -305,7 +298,7 @@ fn run(cli: &Cli) -> ExitCode {
 }
 
 fn main() -> ExitCode {
-    let parsed = utf8_args().map_err(usage_error).and_then(|args| parse(&args));
+    let parsed = utf8_args().map_err(usage).and_then(|args| parse(&args));
     match parsed {
         Ok(Parsed::Help) => {
             out(&help(&options()));

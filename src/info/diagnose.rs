@@ -10,8 +10,9 @@ use crate::frame::ExceptionCode;
 use crate::line::Line;
 use crate::model::StopBits;
 
+use super::PROGRAM;
 use super::actions::{ActionError, Step};
-use super::text::model_label;
+use super::text::{address_phrase, model_label};
 
 /// What to check about the serial settings.
 fn stop_bits_hint(line: &Line, stop_bits: StopBits) -> &'static str {
@@ -77,11 +78,7 @@ pub fn explain(err: &ActionError, line: &Line, stop_bits: StopBits, timeout: Dur
             answered_before,
             error,
         } => {
-            let at = if address.is_general() {
-                "the general address 0xF8".to_string()
-            } else {
-                format!("address {address}")
-            };
+            let at = address_phrase(*address);
             if let Some(code) = error.exception() {
                 return format!(
                     "the meter at {at} on {dev} refused the request while {step}: {code}.\n{}\n",
@@ -121,7 +118,7 @@ pub fn explain(err: &ActionError, line: &Line, stop_bits: StopBits, timeout: Dur
                 Error::Verify { .. } => format!(
                     "verification failed at {at} on {dev} while {step}: {error}.\n\
                      The meter acknowledged the write but did not keep the value. Try again; if it \
-                     persists, power-cycle the meter and check it with pzem-info -a ADDR.\n"
+                     persists, power-cycle the meter and check it with {PROGRAM} -a ADDR.\n"
                 ),
                 Error::Io(e) => io_message(line, e),
                 e => format!("{at} on {dev}: {step}: {e}\n"),

@@ -3,6 +3,7 @@
 use crate::client::Reading;
 use crate::model::Model;
 
+use super::PROGRAM;
 use super::json_writer::Value;
 use super::report::{
     Change, ChangeReport, Field, FieldValue, MeterReport, Report, ScanReport, parameter_fields, reading_fields,
@@ -104,7 +105,7 @@ pub fn change(c: &ChangeReport) -> Value {
 
 fn header(action: &str, device: &str) -> Vec<(String, Value)> {
     vec![
-        ("tool".into(), Value::string("pzem-info")),
+        ("tool".into(), Value::string(PROGRAM)),
         ("version".into(), Value::string(env!("CARGO_PKG_VERSION"))),
         ("action".into(), Value::string(action)),
         ("device".into(), Value::string(device)),

@@ -21,7 +21,8 @@ impl fmt::Display for UsageError {
 
 impl std::error::Error for UsageError {}
 
-fn usage(msg: impl Into<String>) -> UsageError {
+/// A usage error saying `msg`.
+pub fn usage(msg: impl Into<String>) -> UsageError {
     UsageError(msg.into())
 }
 

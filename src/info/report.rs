@@ -236,7 +236,8 @@ impl Field {
     }
 }
 
-fn energy(wh: u32) -> Field {
+/// The energy counter (Wh) as a field: `energy_kwh`, kWh to the Wh.
+pub fn energy(wh: u32) -> Field {
     fixed("energy_kwh", "Energy", u64::from(wh), 3, "kWh")
 }
 

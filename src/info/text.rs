@@ -2,12 +2,13 @@
 
 use std::fmt::Write as _;
 
+use crate::address::Address;
 use crate::client::Reading;
 use crate::model::Model;
 
 use super::json_writer::fixed;
 use super::report::{
-    Change, ChangeReport, Field, FieldValue, MeterReport, Report, ScanReport, parameter_fields, reading_fields,
+    Change, ChangeReport, Field, FieldValue, MeterReport, Report, ScanReport, energy, parameter_fields, reading_fields,
 };
 
 /// Render any report.
@@ -38,6 +39,20 @@ pub fn value_text(field: &Field) -> String {
     }
 }
 
+/// Where a request went: `address 7`, or `the general address 0xF8`.
+pub fn address_phrase(address: Address) -> String {
+    if address.is_general() {
+        "the general address 0xF8".to_string()
+    } else {
+        format!("address {address}")
+    }
+}
+
+/// An energy counter (Wh) as shown, e.g. `12.345 kWh`.
+pub fn kwh(wh: u32) -> String {
+    value_text(&energy(wh))
+}
+
 /// One meter: a heading, then its measurements and parameters with the
 /// labels aligned.
 pub fn meter(m: &MeterReport) -> String {
@@ -45,16 +60,11 @@ pub fn meter(m: &MeterReport) -> String {
     let params = parameter_fields(&m.parameters);
     let width = readings.iter().chain(&params).map(|f| f.label.len()).max().unwrap_or(0);
     let mut out = String::new();
-    let stored = m.stored_address();
+    let _ = write!(out, "{} at {}", model_label(m.model), address_phrase(m.queried));
     if m.queried.is_general() {
-        let _ = writeln!(
-            out,
-            "{} at the general address 0xF8; its own address is {stored}",
-            model_label(m.model)
-        );
-    } else {
-        let _ = writeln!(out, "{} at address {}", model_label(m.model), m.queried);
+        let _ = write!(out, "; its own address is {}", m.stored_address());
     }
+    out.push('\n');
     for (title, fields) in [("Measurements", &readings), ("Parameters", &params)] {
         let _ = writeln!(out, "{title}");
         for f in fields {
