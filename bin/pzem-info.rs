@@ -8,14 +8,12 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use getopts::{Matches, Options};
-use pzem::info::json_writer::fixed;
-use pzem::info::options::{self as opt, Action, ScanRange, UsageError};
+use pzem::info::options::{self as opt, Action, ScanRange, UsageError, usage};
 use pzem::info::report::MeterReport;
-use pzem::info::{Exit, Hooks, Link, Target, actions, diagnose, json, text};
+use pzem::info::{Exit, Hooks, PROGRAM, Target, actions, diagnose, json, text};
+use pzem::line::{Line, utf8_args};
 use pzem::transport::DEFAULT_TIMEOUT;
-use pzem::{Address, Client, ModelChoice, Transport};
-
-const PROGRAM: &str = "pzem-info";
+use pzem::{Address, Client, ModelChoice, StopBits};
 
 const ABOUT: &str = "\
 Inspect and configure Peacefair PZEM energy meters (AC: PZEM-004T v3, 014, 016;
@@ -69,15 +67,9 @@ Examples:
   pzem-info -d /dev/ttyUSB0 -a 1 --reset-energy --yes
   pzem-info --tcp 192.168.1.50:8899 -a 1       through an RTU-over-TCP gateway";
 
-/// Where the meters are.
-enum Device {
-    Serial(String),
-    Tcp { addr: String, mbap: bool },
-}
-
 /// A checked command line.
 struct Cli {
-    device: Device,
+    line: Line,
     target: Target,
     action: Action,
     json: bool,
@@ -141,10 +133,6 @@ fn help(o: &Options) -> String {
     )
 }
 
-fn usage_error(msg: impl Into<String>) -> UsageError {
-    UsageError(msg.into())
-}
-
 fn action(m: &Matches) -> Result<Action, UsageError> {
     let mut actions = Vec::new();
     if m.opt_present("scan") {
@@ -177,12 +165,12 @@ fn action(m: &Matches) -> Result<Action, UsageError> {
     match actions.as_slice() {
         [] => Ok(Action::Show),
         [one] => Ok(*one),
-        _ => Err(usage_error("give at most one action")),
+        _ => Err(usage("give at most one action")),
     }
 }
 
 fn parse(args: &[String]) -> Result<Parsed, UsageError> {
-    let m = options().parse(args).map_err(|e| usage_error(e.to_string()))?;
+    let m = options().parse(args).map_err(|e| usage(e.to_string()))?;
     if m.opt_present("help") {
         return Ok(Parsed::Help);
     }
@@ -192,27 +180,12 @@ fn parse(args: &[String]) -> Result<Parsed, UsageError> {
     let action = action(&m)?;
     let scan_took_free = matches!(action, Action::Scan(_)) && m.opt_str("scan").is_none() && m.free.len() == 1;
     if !m.free.is_empty() && !scan_took_free {
-        return Err(usage_error(format!("unexpected argument '{}'", m.free[0])));
+        return Err(usage(format!("unexpected argument '{}'", m.free[0])));
     }
-    let device = match (m.opt_str("device"), m.opt_str("tcp")) {
-        (Some(path), None) => Device::Serial(path),
-        (None, Some(addr)) => Device::Tcp {
-            addr,
-            mbap: m.opt_present("modbus-tcp"),
-        },
-        (None, None) => {
-            return Err(usage_error(
-                "give the serial device with -d TTY (or a gateway with --tcp)",
-            ));
-        }
-        (Some(_), Some(_)) => return Err(usage_error("give either -d or --tcp, not both")),
-    };
-    if m.opt_present("modbus-tcp") && matches!(device, Device::Serial(_)) {
-        return Err(usage_error("--modbus-tcp goes with --tcp"));
-    }
+    let line = Line::from_flags(m.opt_str("device"), m.opt_str("tcp"), m.opt_present("modbus-tcp")).map_err(usage)?;
     let address = match m.opt_str("address") {
         Some(_) if matches!(action, Action::Scan(_)) => {
-            return Err(usage_error(
+            return Err(usage(
                 "--scan tries a range of addresses; give it FROM-TO instead of -a",
             ));
         }
@@ -226,12 +199,12 @@ fn parse(args: &[String]) -> Result<Parsed, UsageError> {
     let timeout = m.opt_str("timeout").map(|t| opt::parse_timeout(&t)).transpose()?;
     let yes = m.opt_present("yes");
     if action == Action::ResetEnergy && !yes && !io::stdin().is_terminal() {
-        return Err(usage_error(
+        return Err(usage(
             "--reset-energy asks for confirmation, but there is no terminal to ask on: add --yes",
         ));
     }
     Ok(Parsed::Run(Cli {
-        device,
+        line,
         target: Target { address, model },
         action,
         json: m.opt_present("json"),
@@ -241,40 +214,18 @@ fn parse(args: &[String]) -> Result<Parsed, UsageError> {
     }))
 }
 
-fn link(cli: &Cli) -> Link {
-    match &cli.device {
-        Device::Serial(path) => Link::serial(path, opt::stop_bits_for(cli.target.model)),
-        Device::Tcp { addr, mbap } => Link::tcp(addr, *mbap),
-    }
-}
-
-fn open(cli: &Cli) -> io::Result<Box<dyn Transport>> {
-    Ok(match &cli.device {
-        #[cfg(feature = "serial")]
-        Device::Serial(path) => Box::new(pzem::serial::open_rtu(path, opt::stop_bits_for(cli.target.model))?),
-        #[cfg(not(feature = "serial"))]
-        Device::Serial(_) => {
-            return Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                "this pzem-info was built without serial support (feature serial); use --tcp",
-            ));
-        }
-        Device::Tcp { addr, mbap: false } => Box::new(pzem::tcp::connect_rtu(addr)?),
-        Device::Tcp { addr, mbap: true } => Box::new(pzem::tcp::ModbusTcp::connect(addr)?),
-    })
-}
-
 /// Ask on the terminal before resetting the counter.
 fn confirm(meter: &MeterReport) -> bool {
-    let at = if meter.queried.is_general() {
-        format!("the general address 0xF8 (own address {})", meter.stored_address())
+    let own = if meter.queried.is_general() {
+        format!(" (own address {})", meter.stored_address())
     } else {
-        format!("address {}", meter.queried)
+        String::new()
     };
     err(&format!(
-        "Reset the energy counter of the {} at {at}, now {} kWh? This cannot be undone. [y/N] ",
+        "Reset the energy counter of the {} at {}{own}, now {}? This cannot be undone. [y/N] ",
         text::model_label(meter.model),
-        fixed(u64::from(meter.reading.energy_wh()), 3)
+        text::address_phrase(meter.queried),
+        text::kwh(meter.reading.energy_wh())
     ));
     let mut answer = String::new();
     match io::stdin().lock().read_line(&mut answer) {
@@ -297,20 +248,22 @@ fn err(s: &str) {
     let _ = stderr.flush();
 }
 
-fn fail(cli: &Cli, link: &Link, exit: Exit, address: Option<u8>, message: &str) -> ExitCode {
+fn fail(cli: &Cli, exit: Exit, address: Option<u8>, message: &str) -> ExitCode {
     err(&format!("{PROGRAM}: {message}"));
     if cli.json {
-        let doc = json::error_document(cli.action.name(), &link.device, exit.code(), address, message);
+        let doc = json::error_document(cli.action.name(), cli.line.place(), exit.code(), address, message);
         out(&doc.to_pretty());
     }
     ExitCode::from(exit.code())
 }
 
 fn run(cli: &Cli) -> ExitCode {
-    let link = link(cli);
-    let transport = match open(cli) {
+    // -t auto opens 8N2: a sender with two stop bits only adds idle time,
+    // so 8N2 reaches both families.
+    let stop_bits = StopBits::for_choices([cli.target.model]);
+    let transport = match cli.line.open(stop_bits) {
         Ok(t) => t,
-        Err(e) => return fail(cli, &link, Exit::Io, None, &diagnose::io_message(&link, &e)),
+        Err(e) => return fail(cli, Exit::Io, None, &diagnose::io_message(&cli.line, &e)),
     };
     let mut client = Client::new(transport);
     client.transport_mut().set_timeout(cli.timeout);
@@ -331,25 +284,21 @@ fn run(cli: &Cli) -> ExitCode {
     match result {
         Ok(report) => {
             if cli.json {
-                out(&json::document(&report, &link.device).to_pretty());
+                out(&json::document(&report, cli.line.place()).to_pretty());
             } else {
                 out(&text::render(&report));
             }
             ExitCode::SUCCESS
         }
         Err(e) => {
-            let message = diagnose::explain(&e, &link, cli.timeout);
-            fail(cli, &link, e.exit(), e.address().map(Address::get), &message)
+            let message = diagnose::explain(&e, &cli.line, stop_bits, cli.timeout);
+            fail(cli, e.exit(), e.address().map(Address::get), &message)
         }
     }
 }
 
 fn main() -> ExitCode {
-    let args: Result<Vec<String>, _> = std::env::args_os().skip(1).map(|a| a.into_string()).collect();
-    let parsed = match args {
-        Ok(args) => parse(&args),
-        Err(bad) => Err(usage_error(format!("argument {bad:?} is not valid UTF-8"))),
-    };
+    let parsed = utf8_args().map_err(usage).and_then(|args| parse(&args));
     match parsed {
         Ok(Parsed::Help) => {
             out(&help(&options()));

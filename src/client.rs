@@ -251,17 +251,18 @@ impl<T: Transport> Client<T> {
         self.call(address, &Request::reset_energy(), |_| Ok(()))
     }
 
-    /// Find out whether a meter answers at `address`, and its family.
+    /// Find out whether a meter answers at `address`, and read it, telling
+    /// AC from DC ([`Reading::family`]).
     ///
     /// Reads the ten AC input registers: an AC meter answers, a DC meter
-    /// refuses with exception 0x02 and is confirmed by reading its eight.
-    /// `Ok(None)` when nothing answers. Only reads are sent.
-    pub fn probe(&mut self, address: Address) -> Result<Option<Family>, Error> {
+    /// refuses with exception 0x02 and is read with its eight. `Ok(None)`
+    /// when nothing answers. Only reads are sent.
+    pub fn probe(&mut self, address: Address) -> Result<Option<Reading>, Error> {
         match self.read_ac(address) {
-            Ok(_) => Ok(Some(Family::Ac)),
+            Ok(r) => Ok(Some(Reading::Ac(r))),
             Err(Error::NoAnswer) => Ok(None),
             Err(e) if e.exception() == Some(ExceptionCode::IllegalDataAddress) => {
-                self.read_dc(address).map(|_| Some(Family::Dc))
+                self.read_dc(address).map(|r| Some(Reading::Dc(r)))
             }
             Err(e) => Err(e),
         }

@@ -50,11 +50,11 @@ fn mixed_line_over_a_pty() {
     assert!((220.0..=245.0).contains(&ac.voltage_v()));
     let dc = client.read_dc(a(2)).unwrap();
     assert_reading_matches(&sim, 2, &Reading::Dc(dc));
-    assert_eq!(client.probe(a(1)).unwrap(), Some(Family::Ac));
-    assert_eq!(client.probe(a(2)).unwrap(), Some(Family::Dc));
-    assert_eq!(client.probe(a(3)).unwrap(), Some(Family::Ac));
+    assert_eq!(client.probe(a(1)).unwrap().map(|r| r.family()), Some(Family::Ac));
+    assert_eq!(client.probe(a(2)).unwrap().map(|r| r.family()), Some(Family::Dc));
+    assert_eq!(client.probe(a(3)).unwrap().map(|r| r.family()), Some(Family::Ac));
     client.transport_mut().set_timeout(Duration::from_millis(60));
-    assert_eq!(client.probe(a(4)).unwrap(), None);
+    assert_eq!(client.probe(a(4)).unwrap().map(|r| r.family()), None);
 }
 
 #[test]
@@ -114,7 +114,10 @@ fn general_address_with_one_and_two_meters() {
     let single = SimServer::pty(SimBus::new(vec![SimMeter::new(Model::Pzem017, 9)], 1), Pacing::NONE).unwrap();
     let mut client = pty_client(&single);
     assert_eq!(client.read_address(Address::GENERAL).unwrap(), 9);
-    assert_eq!(client.probe(Address::GENERAL).unwrap(), Some(Family::Dc));
+    assert_eq!(
+        client.probe(Address::GENERAL).unwrap().map(|r| r.family()),
+        Some(Family::Dc)
+    );
 
     let double = SimServer::pty(mixed_line(), Pacing::NONE).unwrap();
     let mut client = pty_client(&double);
@@ -187,7 +190,7 @@ fn rtu_over_tcp() {
     let mut client = Client::new(connect_rtu(&sim.local_addr().unwrap().to_string()).unwrap());
     let r = client.read_ac(a(1)).unwrap();
     assert_reading_matches(&sim, 1, &Reading::Ac(r));
-    assert_eq!(client.probe(a(2)).unwrap(), Some(Family::Dc));
+    assert_eq!(client.probe(a(2)).unwrap().map(|r| r.family()), Some(Family::Dc));
     client.reset_energy(a(2)).unwrap();
 }
 
@@ -197,7 +200,7 @@ fn modbus_tcp() {
     let mut client = Client::new(ModbusTcp::connect(&sim.local_addr().unwrap().to_string()).unwrap());
     let r = client.read_dc(a(2)).unwrap();
     assert_reading_matches(&sim, 2, &Reading::Dc(r));
-    assert_eq!(client.probe(a(1)).unwrap(), Some(Family::Ac));
+    assert_eq!(client.probe(a(1)).unwrap().map(|r| r.family()), Some(Family::Ac));
     client.set_settle_time(Duration::ZERO);
     assert_eq!(client.set_power_alarm(a(3), 1500).unwrap().power_alarm_w, 1500);
     client.transport_mut().set_timeout(Duration::from_millis(50));

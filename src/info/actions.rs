@@ -5,13 +5,14 @@
 //! never goes to a meter of the wrong family. Calibration (0x41) cannot be
 //! sent: the library has no request for it.
 
+use std::fmt;
 use std::time::{Duration, Instant};
 
+use crate::ac::AcParameters;
 use crate::address::Address;
 use crate::client::{Client, Parameters, Reading};
-use crate::dc::Shunt;
+use crate::dc::{DcParameters, Shunt};
 use crate::error::Error;
-use crate::frame::ExceptionCode;
 use crate::model::{Family, Model, ModelChoice};
 use crate::transport::Transport;
 
@@ -43,6 +44,63 @@ pub struct Target {
     pub model: ModelChoice,
 }
 
+/// What an action was doing when a request failed; shown as text such as
+/// `reading its parameters`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Reading the meter to tell AC from DC.
+    Identify,
+    /// Reading the meter's parameters.
+    ReadParameters,
+    /// Scanning the line.
+    Scan,
+    /// Making sure no meter answers at the new address yet.
+    CheckNewAddress,
+    /// Writing the new address and reading it back there.
+    WriteAddress,
+    /// Reading the meter at its new address after the change.
+    ReadAtNewAddress,
+    /// Sending the energy reset.
+    ResetEnergy,
+    /// Reading the energy counter after the reset.
+    ReadEnergyBack,
+    /// Writing the shunt range and reading it back.
+    WriteShunt,
+    /// Writing the power alarm threshold and reading it back.
+    WritePowerAlarm,
+    /// Writing the voltage alarm thresholds and reading them back.
+    WriteVoltageAlarms,
+    /// Reading the measurements after a parameter change.
+    ReadAfterChange,
+}
+
+impl Step {
+    /// Whether the step is part of moving the meter to a new address (so a
+    /// silent meter may simply be answering elsewhere now).
+    pub fn follows_address_change(self) -> bool {
+        matches!(self, Step::WriteAddress | Step::ReadAtNewAddress)
+    }
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Step::Identify => "identifying the meter",
+            Step::ReadParameters => "reading its parameters",
+            Step::Scan => "scanning",
+            Step::CheckNewAddress => "checking that the new address is free",
+            Step::WriteAddress => "writing the new address and reading it back there",
+            Step::ReadAtNewAddress => "reading the meter at its new address",
+            Step::ResetEnergy => "resetting the energy counter",
+            Step::ReadEnergyBack => "reading the energy counter back",
+            Step::WriteShunt => "writing the shunt range and reading it back",
+            Step::WritePowerAlarm => "writing the power alarm threshold and reading it back",
+            Step::WriteVoltageAlarms => "writing the voltage alarm thresholds and reading them back",
+            Step::ReadAfterChange => "reading the meter after the change",
+        })
+    }
+}
+
 /// Why an action failed.
 #[derive(Debug)]
 pub enum ActionError {
@@ -50,8 +108,8 @@ pub enum ActionError {
     Device {
         /// Where it went.
         address: Address,
-        /// What was being done, e.g. `reading its parameters`.
-        doing: &'static str,
+        /// What was being done.
+        step: Step,
         /// Whether the meter had answered earlier in this run.
         answered_before: bool,
         /// The failure.
@@ -103,26 +161,12 @@ impl ActionError {
     }
 }
 
-fn failed(address: Address, doing: &'static str, answered_before: bool) -> impl FnOnce(Error) -> ActionError {
+fn failed(address: Address, step: Step, answered_before: bool) -> impl FnOnce(Error) -> ActionError {
     move |error| ActionError::Device {
         address,
-        doing,
+        step,
         answered_before,
         error,
-    }
-}
-
-/// Read a meter's measurements, telling AC from DC: an AC meter answers
-/// the ten AC registers; a DC meter refuses them (exception 0x02) and
-/// answers its eight. `Ok(None)` when nothing answers. Only reads are sent.
-pub fn identify<T: Transport>(client: &mut Client<T>, address: Address) -> Result<Option<Reading>, Error> {
-    match client.read_ac(address) {
-        Ok(r) => Ok(Some(Reading::Ac(r))),
-        Err(Error::NoAnswer) => Ok(None),
-        Err(e) if e.exception() == Some(ExceptionCode::IllegalDataAddress) => {
-            client.read_dc(address).map(|r| Some(Reading::Dc(r)))
-        }
-        Err(e) => Err(e),
     }
 }
 
@@ -138,18 +182,19 @@ pub fn model_for(choice: ModelChoice, family: Family) -> Model {
 /// Identify the meter and read its measurements and parameters.
 pub fn show<T: Transport>(client: &mut Client<T>, target: Target) -> Result<MeterReport, ActionError> {
     let address = target.address;
-    let reading = identify(client, address)
-        .map_err(failed(address, "identifying the meter", false))?
+    let reading = client
+        .probe(address)
+        .map_err(failed(address, Step::Identify, false))?
         .ok_or(ActionError::Device {
             address,
-            doing: "identifying the meter",
+            step: Step::Identify,
             answered_before: false,
             error: Error::NoAnswer,
         })?;
     let parameters =
         client
             .read_parameters(address, reading.family())
-            .map_err(failed(address, "reading its parameters", true))?;
+            .map_err(failed(address, Step::ReadParameters, true))?;
     Ok(MeterReport {
         queried: address,
         model: model_for(target.model, reading.family()),
@@ -158,15 +203,30 @@ pub fn show<T: Transport>(client: &mut Client<T>, target: Target) -> Result<Mete
     })
 }
 
-fn require(meter: &MeterReport, action: &Action) -> Result<(), ActionError> {
-    match action.family() {
-        Some(needs) if needs != meter.family() => Err(ActionError::WrongFamily {
-            address: meter.queried,
-            model: meter.model,
-            action: action.name(),
-            needs,
-        }),
-        _ => Ok(()),
+/// The parameters of an AC meter, or (for a DC meter) the refusal of
+/// `action`, which is for AC meters only.
+fn ac_params(meter: &MeterReport, action: &Action) -> Result<AcParameters, ActionError> {
+    match meter.parameters {
+        Parameters::Ac(p) => Ok(p),
+        Parameters::Dc(_) => Err(wrong_family(meter, action, Family::Ac)),
+    }
+}
+
+/// The parameters of a DC meter, or (for an AC meter) the refusal of
+/// `action`, which is for DC meters only.
+fn dc_params(meter: &MeterReport, action: &Action) -> Result<DcParameters, ActionError> {
+    match meter.parameters {
+        Parameters::Dc(p) => Ok(p),
+        Parameters::Ac(_) => Err(wrong_family(meter, action, Family::Dc)),
+    }
+}
+
+fn wrong_family(meter: &MeterReport, action: &Action, needs: Family) -> ActionError {
+    ActionError::WrongFamily {
+        address: meter.queried,
+        model: meter.model,
+        action: action.name(),
+        needs,
     }
 }
 
@@ -194,7 +254,7 @@ pub fn scan<T: Transport>(
         progress(address);
         client.set_retries(0);
         client.transport_mut().set_timeout(quick_timeout);
-        let first = identify(client, address);
+        let first = client.probe(address);
         client.set_retries(RETRIES);
         client.transport_mut().set_timeout(timeout);
         let first_error = match first {
@@ -203,17 +263,17 @@ pub fn scan<T: Transport>(
                 continue;
             }
             Ok(None) => continue,
-            Err(e @ Error::Io(_)) => return Err(failed(address, "scanning", false)(e)),
+            Err(e @ Error::Io(_)) => return Err(failed(address, Step::Scan, false)(e)),
             Err(e) => e,
         };
-        match identify(client, address) {
+        match client.probe(address) {
             Ok(Some(reading)) => found.push(hit(address, reading)),
             Ok(None) => issues.push(ScanIssue {
                 address,
                 problem: format!("one bad reply ({first_error}), then silence: noise on the line?"),
                 garbled: first_error.is_garbled(),
             }),
-            Err(e @ Error::Io(_)) => return Err(failed(address, "scanning", false)(e)),
+            Err(e @ Error::Io(_)) => return Err(failed(address, Step::Scan, false)(e)),
             Err(e) => issues.push(scan_issue(address, &e)),
         }
     }
@@ -264,7 +324,7 @@ pub fn set_address<T: Transport>(
             meter: before,
         });
     }
-    match identify(client, new) {
+    match client.probe(new) {
         Ok(None) => {}
         Ok(Some(reading)) => {
             return Err(ActionError::AddressTaken {
@@ -272,15 +332,13 @@ pub fn set_address<T: Transport>(
                 model: model_for(target.model, reading.family()),
             });
         }
-        Err(e) => return Err(failed(new, "checking that the new address is free", false)(e)),
+        Err(e) => return Err(failed(new, Step::CheckNewAddress, false)(e)),
     }
-    client.set_address(target.address, new).map_err(failed(
-        target.address,
-        "writing the new address and reading it back there",
-        true,
-    ))?;
-    let after = show(client, Target { address: new, ..target })
-        .map_err(|e| still_answered(e, "reading the meter at its new address"))?;
+    client
+        .set_address(target.address, new)
+        .map_err(failed(target.address, Step::WriteAddress, true))?;
+    let after =
+        show(client, Target { address: new, ..target }).map_err(|e| still_answered(e, Step::ReadAtNewAddress))?;
     Ok(ChangeReport {
         change: Change::Address {
             from,
@@ -291,24 +349,15 @@ pub fn set_address<T: Transport>(
     })
 }
 
-fn still_answered(e: ActionError, doing: &'static str) -> ActionError {
+fn still_answered(e: ActionError, step: Step) -> ActionError {
     match e {
         ActionError::Device { address, error, .. } => ActionError::Device {
             address,
-            doing,
+            step,
             answered_before: true,
             error,
         },
         other => other,
-    }
-}
-
-/// Highest power a family can measure, W (PZEM-016 at 260 V, 100 A;
-/// PZEM-017 at 300 V, 300 A): bounds what the counter may gain in a moment.
-fn max_power_w(family: Family) -> u64 {
-    match family {
-        Family::Ac => 26_000,
-        Family::Dc => 90_000,
     }
 }
 
@@ -329,25 +378,25 @@ pub fn reset_energy<T: Transport>(
     let sent = Instant::now();
     client
         .reset_energy(address)
-        .map_err(failed(address, "resetting the energy counter", true))?;
+        .map_err(failed(address, Step::ResetEnergy, true))?;
     std::thread::sleep(RESET_SETTLE);
     let mut reading = client
         .read(address, family)
-        .map_err(failed(address, "reading the energy counter back", true))?;
+        .map_err(failed(address, Step::ReadEnergyBack, true))?;
     let allowed = |sent: Instant| {
         let ms = u64::try_from(sent.elapsed().as_millis()).unwrap_or(u64::MAX);
-        1 + max_power_w(family).saturating_mul(ms) / 3_600_000
+        1 + u64::from(family.max_power_w()).saturating_mul(ms) / 3_600_000
     };
     if u64::from(reading.energy_wh()) > allowed(sent) {
         // The meter refreshes its registers about once a second.
         std::thread::sleep(RESET_REFRESH);
         reading = client
             .read(address, family)
-            .map_err(failed(address, "reading the energy counter back", true))?;
+            .map_err(failed(address, Step::ReadEnergyBack, true))?;
         if u64::from(reading.energy_wh()) > allowed(sent) {
             return Err(ActionError::Device {
                 address,
-                doing: "reading the energy counter back",
+                step: Step::ReadEnergyBack,
                 answered_before: true,
                 error: Error::Verify {
                     what: "energy counter (Wh)",
@@ -371,11 +420,10 @@ fn after_write<T: Transport>(
     before: &MeterReport,
     parameters: Parameters,
 ) -> Result<MeterReport, ActionError> {
-    let reading = client.read(before.queried, before.family()).map_err(failed(
-        before.queried,
-        "reading the meter after the change",
-        true,
-    ))?;
+    let reading =
+        client
+            .read(before.queried, before.family())
+            .map_err(failed(before.queried, Step::ReadAfterChange, true))?;
     Ok(MeterReport {
         reading,
         parameters,
@@ -390,21 +438,22 @@ pub fn set_shunt<T: Transport>(
     shunt: Shunt,
 ) -> Result<ChangeReport, ActionError> {
     let before = show(client, target)?;
-    require(&before, &Action::SetShunt(shunt))?;
-    let old = match before.parameters {
-        Parameters::Dc(p) => p.shunt,
-        Parameters::Ac(_) => None,
-    };
-    let params = client.set_shunt(target.address, shunt).map_err(failed(
-        target.address,
-        "writing the shunt range and reading it back",
-        true,
-    ))?;
+    let old = dc_params(&before, &Action::SetShunt(shunt))?;
+    let params = client
+        .set_shunt(target.address, shunt)
+        .map_err(failed(target.address, Step::WriteShunt, true))?;
+    // Client::set_shunt fails when the meter reads back no shunt range;
+    // should it ever not, say so rather than report the value asked for.
+    let after = params.shunt.ok_or_else(|| {
+        failed(target.address, Step::WriteShunt, true)(Error::UnexpectedValue(
+            "the meter read back no shunt range".into(),
+        ))
+    })?;
     let meter = after_write(client, &before, Parameters::Dc(params))?;
     Ok(ChangeReport {
         change: Change::Shunt {
-            before: old,
-            after: params.shunt.unwrap_or(shunt),
+            before: old.shunt,
+            after,
         },
         meter,
     })
@@ -417,22 +466,14 @@ pub fn set_power_alarm<T: Transport>(
     watts: u16,
 ) -> Result<ChangeReport, ActionError> {
     let before = show(client, target)?;
-    require(&before, &Action::SetPowerAlarm(watts))?;
-    let old = match before.parameters {
-        Parameters::Ac(p) => p.power_alarm_w,
-        Parameters::Dc(_) => 0,
-    };
+    let old = ac_params(&before, &Action::SetPowerAlarm(watts))?;
     let params = client
         .set_power_alarm(target.address, u32::from(watts))
-        .map_err(failed(
-            target.address,
-            "writing the power alarm threshold and reading it back",
-            true,
-        ))?;
+        .map_err(failed(target.address, Step::WritePowerAlarm, true))?;
     let meter = after_write(client, &before, Parameters::Ac(params))?;
     Ok(ChangeReport {
         change: Change::PowerAlarm {
-            before_w: old,
+            before_w: old.power_alarm_w,
             after_w: params.power_alarm_w,
         },
         meter,
@@ -447,22 +488,14 @@ pub fn set_voltage_alarms<T: Transport>(
     low_cv: u16,
 ) -> Result<ChangeReport, ActionError> {
     let before = show(client, target)?;
-    require(&before, &Action::SetVoltageAlarms { high_cv, low_cv })?;
-    let old = match before.parameters {
-        Parameters::Dc(p) => (p.high_voltage_alarm_cv, p.low_voltage_alarm_cv),
-        Parameters::Ac(_) => (0, 0),
-    };
+    let old = dc_params(&before, &Action::SetVoltageAlarms { high_cv, low_cv })?;
     let params = client
         .set_voltage_alarms(target.address, f64::from(high_cv) / 100.0, f64::from(low_cv) / 100.0)
-        .map_err(failed(
-            target.address,
-            "writing the voltage alarm thresholds and reading them back",
-            true,
-        ))?;
+        .map_err(failed(target.address, Step::WriteVoltageAlarms, true))?;
     let meter = after_write(client, &before, Parameters::Dc(params))?;
     Ok(ChangeReport {
         change: Change::VoltageAlarms {
-            before_cv: old,
+            before_cv: (old.high_voltage_alarm_cv, old.low_voltage_alarm_cv),
             after_cv: (params.high_voltage_alarm_cv, params.low_voltage_alarm_cv),
         },
         meter,
@@ -626,8 +659,14 @@ mod tests {
             matches!(err, ActionError::WrongFamily { needs: Family::Ac, .. }),
             "{err:?}"
         );
-        // Only the reads that identified the meters: AC 2 (read, params), DC 3.
-        assert_eq!(bus(&mut c).requests() - before, 5);
+        let err = set_voltage_alarms(&mut c, at(2), 1440, 1150).unwrap_err();
+        assert!(
+            matches!(err, ActionError::WrongFamily { needs: Family::Dc, .. }),
+            "{err:?}"
+        );
+        // Only the reads that identified the meters: AC 2 (read, params)
+        // twice, DC 3 (AC read refused, DC read, params).
+        assert_eq!(bus(&mut c).requests() - before, 7);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 use crate::client::Reading;
 use crate::model::Model;
 
+use super::PROGRAM;
 use super::json_writer::Value;
 use super::report::{
     Change, ChangeReport, Field, FieldValue, MeterReport, Report, ScanReport, parameter_fields, reading_fields,
@@ -85,51 +86,26 @@ pub fn scan(s: &ScanReport) -> Value {
     ])
 }
 
-fn cv(v: u16) -> Value {
-    Value::fixed(u64::from(v), 2)
-}
-
-fn kwh(wh: u32) -> Value {
-    Value::fixed(u64::from(wh), 3)
-}
-
 /// A confirmed change as a JSON object.
 pub fn change(c: &ChangeReport) -> Value {
-    let what = match c.change {
-        Change::Address { from, to, written } => Value::object([
-            ("address_before", Value::int(from)),
-            ("address_after", Value::int(to)),
-            ("written", Value::Bool(written)),
-        ]),
-        Change::EnergyReset { before_wh, after_wh } => Value::object([
-            ("energy_kwh_before", kwh(before_wh)),
-            ("energy_kwh_after", kwh(after_wh)),
-        ]),
-        Change::Shunt { before, after } => Value::object([
-            ("shunt_a_before", before.map_or(Value::Null, |s| Value::int(s.amps()))),
-            ("shunt_a_after", Value::int(after.amps())),
-        ]),
-        Change::PowerAlarm { before_w, after_w } => Value::object([
-            ("power_alarm_w_before", Value::int(before_w)),
-            ("power_alarm_w_after", Value::int(after_w)),
-        ]),
-        Change::VoltageAlarms { before_cv, after_cv } => Value::object([
-            ("high_voltage_alarm_v_before", cv(before_cv.0)),
-            ("high_voltage_alarm_v_after", cv(after_cv.0)),
-            ("low_voltage_alarm_v_before", cv(before_cv.1)),
-            ("low_voltage_alarm_v_after", cv(after_cv.1)),
-        ]),
-    };
+    let mut what: Vec<(String, Value)> = Vec::new();
+    for (before, after) in c.change.fields() {
+        what.push((format!("{}_before", before.key), field_value(&before)));
+        what.push((format!("{}_after", after.key), field_value(&after)));
+    }
+    if let Change::Address { written, .. } = c.change {
+        what.push(("written".into(), Value::Bool(written)));
+    }
     Value::object([
         ("confirmed", Value::Bool(true)),
-        ("change", what),
+        ("change", Value::Object(what)),
         ("meter", meter(&c.meter)),
     ])
 }
 
 fn header(action: &str, device: &str) -> Vec<(String, Value)> {
     vec![
-        ("tool".into(), Value::string("pzem-info")),
+        ("tool".into(), Value::string(PROGRAM)),
         ("version".into(), Value::string(env!("CARGO_PKG_VERSION"))),
         ("action".into(), Value::string(action)),
         ("device".into(), Value::string(device)),
@@ -232,6 +208,61 @@ mod tests {
         assert!(text.contains("\"general_address\": true,"));
         assert!(text.contains("\"model\": null,"));
         assert!(text.contains("\"power_factor\": 0.00,"));
+    }
+
+    /// The keys of the `change` object, in order.
+    fn change_keys(change: Change) -> Vec<String> {
+        match super::change(&ChangeReport { change, meter: dc() }) {
+            Value::Object(pairs) => match &pairs[1] {
+                (k, Value::Object(what)) if k == "change" => what.iter().map(|(k, _)| k.clone()).collect(),
+                other => panic!("not the change object: {other:?}"),
+            },
+            other => panic!("not an object: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn change_objects() {
+        assert_eq!(
+            change_keys(Change::VoltageAlarms {
+                before_cv: (30_000, 700),
+                after_cv: (1440, 1150)
+            }),
+            [
+                "high_voltage_alarm_v_before",
+                "high_voltage_alarm_v_after",
+                "low_voltage_alarm_v_before",
+                "low_voltage_alarm_v_after"
+            ]
+        );
+        assert_eq!(
+            change_keys(Change::Address {
+                from: 1,
+                to: 2,
+                written: true
+            }),
+            ["address_before", "address_after", "written"]
+        );
+        let c = ChangeReport {
+            change: Change::Shunt {
+                before: None,
+                after: Shunt::A50,
+            },
+            meter: dc(),
+        };
+        let text = document(&Report::Change(c), "d").to_pretty();
+        assert!(text.contains("\"shunt_a_before\": null,"), "{text}");
+        assert!(text.contains("\"shunt_a_after\": 50\n"), "{text}");
+        let c = ChangeReport {
+            change: Change::EnergyReset {
+                before_wh: 12_345,
+                after_wh: 0,
+            },
+            meter: dc(),
+        };
+        let text = document(&Report::Change(c), "d").to_pretty();
+        assert!(text.contains("\"energy_kwh_before\": 12.345,"), "{text}");
+        assert!(text.contains("\"energy_kwh_after\": 0.000\n"), "{text}");
     }
 
     #[test]

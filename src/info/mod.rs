@@ -15,6 +15,9 @@
 //! Nothing here opens a device: the binary wires a serial line or a TCP
 //! gateway to a [`Client`](crate::Client) and hands it over.
 
+/// The tool's name, as in its messages and its `--json` documents.
+pub const PROGRAM: &str = "pzem-info";
+
 pub mod actions;
 pub mod diagnose;
 pub mod exit;
@@ -25,7 +28,6 @@ pub mod report;
 pub mod text;
 
 pub use actions::{ActionError, Hooks, Target, run};
-pub use diagnose::Link;
 pub use exit::Exit;
 pub use options::{Action, ScanRange, UsageError};
 pub use report::Report;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::ac;
 use crate::address::Address;
 use crate::dc::{self, Shunt};
-use crate::model::{Family, ModelChoice, StopBits};
+use crate::model::ModelChoice;
 
 /// A command-line value that is not acceptable; nothing was sent.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -21,7 +21,8 @@ impl fmt::Display for UsageError {
 
 impl std::error::Error for UsageError {}
 
-fn usage(msg: impl Into<String>) -> UsageError {
+/// A usage error saying `msg`.
+pub fn usage(msg: impl Into<String>) -> UsageError {
     UsageError(msg.into())
 }
 
@@ -60,15 +61,6 @@ impl Action {
             Action::SetShunt(_) => "set-shunt",
             Action::SetPowerAlarm(_) => "set-power-alarm",
             Action::SetVoltageAlarms { .. } => "set-voltage-alarms",
-        }
-    }
-
-    /// The family the action is for, when only one family has the setting.
-    pub fn family(&self) -> Option<Family> {
-        match self {
-            Action::SetShunt(_) | Action::SetVoltageAlarms { .. } => Some(Family::Dc),
-            Action::SetPowerAlarm(_) => Some(Family::Ac),
-            _ => None,
         }
     }
 }
@@ -192,16 +184,6 @@ pub fn parse_timeout(text: &str) -> Result<Duration, UsageError> {
     }
 }
 
-/// Serial settings for a `-t` choice: AC 8N1, DC 8N2, and 8N2 for `auto`
-/// (a sender with two stop bits only adds idle time, so 8N2 reaches both
-/// families; `pzem-protocol.md` §2).
-pub fn stop_bits_for(choice: ModelChoice) -> StopBits {
-    match choice {
-        ModelChoice::Known(m) => m.family().stop_bits(),
-        ModelChoice::Auto => StopBits::Two,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -263,12 +245,8 @@ mod tests {
         assert_eq!(parse_model("auto"), Ok(ModelChoice::Auto));
         assert_eq!(parse_model("017"), Ok(ModelChoice::Known(Model::Pzem017)));
         assert!(parse_model("xyz").is_err());
-        assert_eq!(stop_bits_for(ModelChoice::Auto), StopBits::Two);
-        assert_eq!(stop_bits_for(ModelChoice::Known(Model::GenericAc)), StopBits::One);
-        assert_eq!(stop_bits_for(ModelChoice::Known(Model::Pzem003)), StopBits::Two);
         assert_eq!(parse_timeout("80"), Ok(Duration::from_millis(80)));
         assert!(parse_timeout("5").is_err());
-        assert_eq!(Action::SetShunt(Shunt::A50).family(), Some(Family::Dc));
         assert_eq!(Action::SetPowerAlarm(1).name(), "set-power-alarm");
     }
 }

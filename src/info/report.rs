@@ -117,6 +117,23 @@ pub enum Change {
 }
 
 impl Change {
+    /// What changed, as `(before, after)` pairs of the same field, in
+    /// display order: the text and the JSON output both render these.
+    /// (Whether an address was written at all is [`Change::Address`]'s
+    /// `written`.)
+    pub fn fields(&self) -> Vec<(Field, Field)> {
+        match *self {
+            Change::Address { from, to, .. } => vec![(address(from), address(to))],
+            Change::EnergyReset { before_wh, after_wh } => vec![(energy(before_wh), energy(after_wh))],
+            Change::Shunt { before, after } => vec![(shunt(before), shunt(Some(after)))],
+            Change::PowerAlarm { before_w, after_w } => vec![(power_alarm(before_w), power_alarm(after_w))],
+            Change::VoltageAlarms { before_cv, after_cv } => vec![
+                (high_voltage_alarm(before_cv.0), high_voltage_alarm(after_cv.0)),
+                (low_voltage_alarm(before_cv.1), low_voltage_alarm(after_cv.1)),
+            ],
+        }
+    }
+
     /// The action's name as on the command line, e.g. `set-shunt`.
     pub fn action(&self) -> &'static str {
         match self {
@@ -184,6 +201,9 @@ pub struct Field {
     pub key: &'static str,
     /// Human label, e.g. `Voltage`.
     pub label: &'static str,
+    /// What names the value in one-line output (scan rows, change lines),
+    /// e.g. `PF` for the power factor; empty when the unit says enough.
+    pub short: &'static str,
     /// The value.
     pub value: FieldValue,
     /// Unit symbol (empty for none).
@@ -194,6 +214,7 @@ const fn fixed(key: &'static str, label: &'static str, raw: u64, places: u8, uni
     Field {
         key,
         label,
+        short: "",
         value: FieldValue::Fixed { raw, places },
         unit,
     }
@@ -203,8 +224,63 @@ const fn flag(key: &'static str, label: &'static str, on: bool) -> Field {
     Field {
         key,
         label,
+        short: "",
         value: FieldValue::Flag(on),
         unit: "",
+    }
+}
+
+impl Field {
+    const fn with_short(self, short: &'static str) -> Field {
+        Field { short, ..self }
+    }
+}
+
+/// The energy counter (Wh) as a field: `energy_kwh`, kWh to the Wh.
+pub fn energy(wh: u32) -> Field {
+    fixed("energy_kwh", "Energy", u64::from(wh), 3, "kWh")
+}
+
+fn address(a: u8) -> Field {
+    fixed("address", "Address", u64::from(a), 0, "")
+}
+
+fn power_alarm(w: u16) -> Field {
+    fixed("power_alarm_w", "Power alarm threshold", u64::from(w), 0, "W")
+}
+
+fn high_voltage_alarm(cv: u16) -> Field {
+    fixed(
+        "high_voltage_alarm_v",
+        "High-voltage alarm threshold",
+        u64::from(cv),
+        2,
+        "V",
+    )
+    .with_short("high")
+}
+
+fn low_voltage_alarm(cv: u16) -> Field {
+    fixed(
+        "low_voltage_alarm_v",
+        "Low-voltage alarm threshold",
+        u64::from(cv),
+        2,
+        "V",
+    )
+    .with_short("low")
+}
+
+fn shunt(s: Option<Shunt>) -> Field {
+    match s {
+        Some(s) => fixed("shunt_a", "Shunt range", u64::from(s.amps()), 0, "A"),
+        None => Field {
+            key: "shunt_a",
+            label: "Shunt range",
+            short: "",
+            value: FieldValue::Missing("none (no shunt register: PZEM-003, internal 10 A)"),
+            unit: "",
+        },
     }
 }
 
@@ -215,16 +291,16 @@ pub fn reading_fields(reading: &Reading) -> Vec<Field> {
             fixed("voltage_v", "Voltage", u64::from(r.voltage_dv), 1, "V"),
             fixed("current_a", "Current", u64::from(r.current_ma), 3, "A"),
             fixed("power_w", "Power", u64::from(r.power_dw), 1, "W"),
-            fixed("energy_kwh", "Energy", u64::from(r.energy_wh), 3, "kWh"),
+            energy(r.energy_wh),
             fixed("frequency_hz", "Frequency", u64::from(r.frequency_dhz), 1, "Hz"),
-            fixed("power_factor", "Power factor", u64::from(r.power_factor_centi), 2, ""),
+            fixed("power_factor", "Power factor", u64::from(r.power_factor_centi), 2, "").with_short("PF"),
             flag("power_alarm", "Power alarm", r.power_alarm),
         ],
         Reading::Dc(r) => vec![
             fixed("voltage_v", "Voltage", u64::from(r.voltage_cv), 2, "V"),
             fixed("current_a", "Current", u64::from(r.current_ca), 2, "A"),
             fixed("power_w", "Power", u64::from(r.power_dw), 1, "W"),
-            fixed("energy_kwh", "Energy", u64::from(r.energy_wh), 3, "kWh"),
+            energy(r.energy_wh),
             flag("high_voltage_alarm", "High-voltage alarm", r.high_voltage_alarm),
             flag("low_voltage_alarm", "Low-voltage alarm", r.low_voltage_alarm),
         ],
@@ -234,41 +310,12 @@ pub fn reading_fields(reading: &Reading) -> Vec<Field> {
 /// The parameters, in display order.
 pub fn parameter_fields(parameters: &Parameters) -> Vec<Field> {
     match parameters {
-        Parameters::Ac(p) => vec![
-            fixed("address", "Address", u64::from(p.address), 0, ""),
-            fixed(
-                "power_alarm_w",
-                "Power alarm threshold",
-                u64::from(p.power_alarm_w),
-                0,
-                "W",
-            ),
-        ],
+        Parameters::Ac(p) => vec![address(p.address), power_alarm(p.power_alarm_w)],
         Parameters::Dc(p) => vec![
-            fixed("address", "Address", u64::from(p.address), 0, ""),
-            fixed(
-                "high_voltage_alarm_v",
-                "High-voltage alarm threshold",
-                u64::from(p.high_voltage_alarm_cv),
-                2,
-                "V",
-            ),
-            fixed(
-                "low_voltage_alarm_v",
-                "Low-voltage alarm threshold",
-                u64::from(p.low_voltage_alarm_cv),
-                2,
-                "V",
-            ),
-            match p.shunt {
-                Some(s) => fixed("shunt_a", "Shunt range", u64::from(s.amps()), 0, "A"),
-                None => Field {
-                    key: "shunt_a",
-                    label: "Shunt range",
-                    value: FieldValue::Missing("none (no shunt register: PZEM-003, internal 10 A)"),
-                    unit: "",
-                },
-            },
+            address(p.address),
+            high_voltage_alarm(p.high_voltage_alarm_cv),
+            low_voltage_alarm(p.low_voltage_alarm_cv),
+            shunt(p.shunt),
         ],
     }
 }

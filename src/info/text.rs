@@ -2,12 +2,13 @@
 
 use std::fmt::Write as _;
 
+use crate::address::Address;
 use crate::client::Reading;
 use crate::model::Model;
 
 use super::json_writer::fixed;
 use super::report::{
-    Change, ChangeReport, Field, FieldValue, MeterReport, Report, ScanReport, parameter_fields, reading_fields,
+    Change, ChangeReport, Field, FieldValue, MeterReport, Report, ScanReport, energy, parameter_fields, reading_fields,
 };
 
 /// Render any report.
@@ -38,6 +39,20 @@ pub fn value_text(field: &Field) -> String {
     }
 }
 
+/// Where a request went: `address 7`, or `the general address 0xF8`.
+pub fn address_phrase(address: Address) -> String {
+    if address.is_general() {
+        "the general address 0xF8".to_string()
+    } else {
+        format!("address {address}")
+    }
+}
+
+/// An energy counter (Wh) as shown, e.g. `12.345 kWh`.
+pub fn kwh(wh: u32) -> String {
+    value_text(&energy(wh))
+}
+
 /// One meter: a heading, then its measurements and parameters with the
 /// labels aligned.
 pub fn meter(m: &MeterReport) -> String {
@@ -45,16 +60,11 @@ pub fn meter(m: &MeterReport) -> String {
     let params = parameter_fields(&m.parameters);
     let width = readings.iter().chain(&params).map(|f| f.label.len()).max().unwrap_or(0);
     let mut out = String::new();
-    let stored = m.stored_address();
+    let _ = write!(out, "{} at {}", model_label(m.model), address_phrase(m.queried));
     if m.queried.is_general() {
-        let _ = writeln!(
-            out,
-            "{} at the general address 0xF8; its own address is {stored}",
-            model_label(m.model)
-        );
-    } else {
-        let _ = writeln!(out, "{} at address {}", model_label(m.model), m.queried);
+        let _ = write!(out, "; its own address is {}", m.stored_address());
     }
+    out.push('\n');
     for (title, fields) in [("Measurements", &readings), ("Parameters", &params)] {
         let _ = writeln!(out, "{title}");
         for f in fields {
@@ -62,6 +72,16 @@ pub fn meter(m: &MeterReport) -> String {
         }
     }
     out
+}
+
+/// A field for one-line output: its short name, if it has one, then its
+/// value, e.g. `PF 0.95`, `high 14.40 V`, `230.1 V`.
+pub fn short_text(field: &Field) -> String {
+    if field.short.is_empty() {
+        value_text(field)
+    } else {
+        format!("{} {}", field.short, value_text(field))
+    }
 }
 
 /// The reading as cells for one line: values with units, alarms only when on.
@@ -72,8 +92,7 @@ pub fn reading_cells(reading: &Reading) -> Vec<String> {
         match f.value {
             FieldValue::Flag(true) => alarms.push(f.label.to_uppercase()),
             FieldValue::Flag(false) => {}
-            FieldValue::Fixed { raw, places } if f.unit.is_empty() => cells.push(format!("PF {}", fixed(raw, places))),
-            _ => cells.push(value_text(&f)),
+            _ => cells.push(short_text(&f)),
         }
     }
     cells.extend(alarms);
@@ -133,45 +152,28 @@ pub fn scan(s: &ScanReport) -> String {
     out
 }
 
-fn cv(v: u16) -> String {
-    format!("{} V", fixed(u64::from(v), 2))
-}
-
-fn kwh(wh: u32) -> String {
-    format!("{} kWh", fixed(u64::from(wh), 3))
+/// A change's fields as `before -> after`, e.g. `high 300.00 V -> 14.40 V, low 7.00 V -> 11.50 V`.
+fn transitions(change: &Change) -> String {
+    change
+        .fields()
+        .iter()
+        .map(|(before, after)| format!("{} -> {}", short_text(before), value_text(after)))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// A confirmed change, then the meter as read back.
 pub fn change(c: &ChangeReport) -> String {
+    let what = transitions(&c.change);
     let line = match c.change {
-        Change::Address {
-            from,
-            to,
-            written: true,
-        } => {
-            format!("Address changed: {from} -> {to} (read back: the meter answers at {to}).")
+        Change::Address { to, written: true, .. } => {
+            format!("Address changed: {what} (read back: the meter answers at {to}).")
         }
         Change::Address { to, .. } => format!("The meter already has address {to}; nothing was written."),
-        Change::EnergyReset { before_wh, after_wh } => format!(
-            "Energy counter reset: {} -> {} (read back).",
-            kwh(before_wh),
-            kwh(after_wh)
-        ),
-        Change::Shunt { before, after } => format!(
-            "Shunt range set: {} -> {} (read back).",
-            before.map_or_else(|| "none".to_string(), |s| s.to_string()),
-            after
-        ),
-        Change::PowerAlarm { before_w, after_w } => {
-            format!("Power alarm threshold set: {before_w} W -> {after_w} W (read back).")
-        }
-        Change::VoltageAlarms { before_cv, after_cv } => format!(
-            "Voltage alarm thresholds set: high {} -> {}, low {} -> {} (read back).",
-            cv(before_cv.0),
-            cv(after_cv.0),
-            cv(before_cv.1),
-            cv(after_cv.1)
-        ),
+        Change::EnergyReset { .. } => format!("Energy counter reset: {what} (read back)."),
+        Change::Shunt { .. } => format!("Shunt range set: {what} (read back)."),
+        Change::PowerAlarm { .. } => format!("Power alarm threshold set: {what} (read back)."),
+        Change::VoltageAlarms { .. } => format!("Voltage alarm thresholds set: {what} (read back)."),
     };
     format!("{line}\n{}", meter(&c.meter))
 }
@@ -349,5 +351,22 @@ mod tests {
             meter: ac_meter(),
         };
         assert!(change(&c).starts_with("The meter already has address 1; nothing was written."));
+        let c = ChangeReport {
+            change: Change::Address {
+                from: 1,
+                to: 20,
+                written: true,
+            },
+            meter: ac_meter(),
+        };
+        assert!(change(&c).starts_with("Address changed: 1 -> 20 (read back: the meter answers at 20).\n"));
+        let c = ChangeReport {
+            change: Change::PowerAlarm {
+                before_w: 23_000,
+                after_w: 1500,
+            },
+            meter: ac_meter(),
+        };
+        assert!(change(&c).starts_with("Power alarm threshold set: 23000 W -> 1500 W (read back).\n"));
     }
 }

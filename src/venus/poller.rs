@@ -80,7 +80,8 @@ pub fn poll_once<T: Transport>(client: &mut Client<T>, target: &mut PollTarget) 
     let result = match target.family {
         Some(family) => client.read(target.address, family).map(Outcome::Reading),
         None => client.probe(target.address).map(|found| match found {
-            Some(f) => {
+            Some(reading) => {
+                let f = reading.family();
                 target.family = Some(f);
                 Outcome::Identified(f)
             }
