@@ -120,7 +120,12 @@ fn main() -> ExitCode {
     let server = match served {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("pzem-sim: cannot serve: {e}");
+            eprintln!(
+                "pzem-sim: cannot serve on {}: {e}",
+                m.opt_str("tty")
+                    .or(m.opt_str("tcp"))
+                    .unwrap_or_else(|| "a new pty".into())
+            );
             return ExitCode::from(1);
         }
     };

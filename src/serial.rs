@@ -39,7 +39,7 @@ impl SerialLine {
             })
             .timeout(Duration::from_millis(100))
             .open_native()
-            .map_err(|e| io::Error::new(io::Error::from(e.clone()).kind(), format!("{path}: {e}")))?;
+            .map_err(io::Error::from)?;
         Ok(SerialLine {
             port,
             path: path.to_string(),

@@ -32,7 +32,7 @@ impl TcpPort {
                     stream.set_nodelay(true)?;
                     return Ok(TcpPort { stream });
                 }
-                Err(e) => last = io::Error::new(e.kind(), format!("{addr}: {e}")),
+                Err(e) => last = e,
             }
         }
         Err(last)

@@ -3,9 +3,13 @@
 
 use std::time::Duration;
 
-use pzem::sim::{Faults, Pacing, SimBus, SimMeter, SimServer, TcpFraming};
+#[cfg(feature = "serial")]
+use pzem::sim::Faults;
+use pzem::sim::{Pacing, SimBus, SimMeter, SimServer, TcpFraming};
 use pzem::tcp::{ModbusTcp, connect_rtu};
-use pzem::{Address, Client, Error, ExceptionCode, Family, Model, Reading, Shunt, StopBits, Transport};
+use pzem::{Address, Client, Error, Family, Model, Reading, Transport};
+#[cfg(feature = "serial")]
+use pzem::{ExceptionCode, Shunt, StopBits};
 
 fn a(n: u32) -> Address {
     Address::unit_or_general(n).unwrap()
