@@ -7,8 +7,11 @@ use std::time::Duration;
 
 use getopts::Options;
 use pzem::dbus::Bus;
-use pzem::venus::app::{self, Config, Line};
+use pzem::Line;
 use pzem::venus::config::{MeterSpec, check_unique, parse_config};
+use pzem::venus::meter_line::ExitReason;
+use pzem::venus::presence::DEFAULT_FAILURES;
+use pzem::venus::service_loop::{self, Config};
 
 const DEFAULT_CONFIG: &str = "/data/conf/pzem.conf";
 const DEFAULT_STATE_DIR: &str = "/data/var/lib/pzem-venus";
@@ -28,11 +31,7 @@ Examples:
   pzem-dbus -d /dev/ttyUSB0 -m 1:016:grid -m 2:016:acload -m 3:017:dcsource
   pzem-dbus -d /dev/ttyUSB0 -c /data/conf/pzem.conf
   pzem-dbus --tcp 192.168.1.50:502 --modbus-tcp -m 1:016:pvinverter
-
-Exit codes: 0 stopped by a signal; 1 no meter answered at start-up, or all
-meters were silent for --silent-exit seconds (serial-starter then tries other
-drivers); 2 usage or config error; 3 the serial line or gateway went away;
-4 the D-Bus connection failed or a service name is taken.";
+";
 
 static STOP: AtomicBool = AtomicBool::new(false);
 
@@ -61,7 +60,12 @@ fn main() -> ExitCode {
         &format!("meters from this file (default {DEFAULT_CONFIG} if present)"),
         "FILE",
     );
-    opts.optopt("i", "interval", "poll interval per meter in ms (default 1000)", "MS");
+    opts.optopt(
+        "i",
+        "interval",
+        "time between polls of each meter in ms, 0 = back to back (default 1000)",
+        "MS",
+    );
     opts.optopt("t", "timeout", "reply timeout in ms (default 300)", "MS");
     opts.optopt("", "dbus", "D-Bus address instead of the system bus", "ADDRESS");
     opts.optopt(
@@ -91,9 +95,12 @@ fn main() -> ExitCode {
     };
     if matches.opt_present("h") {
         println!(
-            "{}\n{HELP_TAIL}",
+            "{}\n{HELP_TAIL}\nExit codes:",
             opts.usage("Usage: pzem-dbus (-d TTY | --tcp HOST:PORT [--modbus-tcp]) [options]")
         );
+        for reason in ExitReason::ALL {
+            println!("  {}  {}", reason.code(), reason.meaning());
+        }
         return ExitCode::SUCCESS;
     }
     if matches.opt_present("V") {
@@ -129,7 +136,7 @@ fn main() -> ExitCode {
         }
     };
     let parsed = (|| -> Result<Config, String> {
-        let poll_interval = Duration::from_millis(number("interval", 1000, 100, "milliseconds")?);
+        let poll_interval = Duration::from_millis(number("interval", 1000, 0, "milliseconds")?);
         let timeout = Duration::from_millis(number("timeout", 300, 20, "milliseconds")?);
         let settings_wait = number("settings-wait", 10, 0, "seconds")?;
         let silent_exit = number("silent-exit", 60, 0, "seconds")?;
@@ -143,7 +150,7 @@ fn main() -> ExitCode {
             settings_wait: Duration::from_secs(settings_wait),
             silent_exit: (silent_exit > 0).then(|| Duration::from_secs(silent_exit)),
             startup_budget: Duration::from_secs(4),
-            failures_to_vanish: 3,
+            failures_to_vanish: DEFAULT_FAILURES,
         })
     })();
     let config = match parsed {
@@ -155,7 +162,7 @@ fn main() -> ExitCode {
         libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
         libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
     }
-    ExitCode::from(app::run(&config, &STOP) as u8)
+    ExitCode::from(service_loop::run(&config, &STOP).code())
 }
 
 /// Meters from -m, else the config file, else the default probe.
@@ -183,11 +190,11 @@ fn meters(matches: &getopts::Matches) -> Result<Vec<MeterSpec>, String> {
             Ok(specs)
         }
         Err(e) if explicit => Err(format!("cannot read {path}: {e}")),
-        Err(_) => Ok(app::default_meters()),
+        Err(_) => Ok(service_loop::default_meters()),
     }
 }
 
 fn usage_error(message: &str) -> ExitCode {
     eprintln!("pzem-dbus: {message}\nTry 'pzem-dbus --help'.");
-    ExitCode::from(2)
+    ExitCode::from(ExitReason::Usage.code())
 }

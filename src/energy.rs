@@ -11,6 +11,20 @@
 //! persistence ([`EnergyState::to_line`], [`EnergyState::parse`]).
 
 use std::fmt;
+use std::time::Duration;
+
+use crate::model::Family;
+
+/// The largest counter increase a meter of `family` can plausibly make in
+/// `elapsed`: its maximum power for that long, rounded up, plus 2 Wh for the
+/// counter's 1 Wh resolution at both ends.
+pub fn max_plausible_increase_wh(family: Family, elapsed: Duration) -> u64 {
+    let ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
+    u64::from(family.max_power_w())
+        .saturating_mul(ms)
+        .div_ceil(3_600_000)
+        .saturating_add(2)
+}
 
 /// What must survive a restart: the offset and the last raw counter seen.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

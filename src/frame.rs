@@ -395,6 +395,25 @@ pub enum Reply<'a> {
     EnergyReset,
 }
 
+impl Reply<'_> {
+    /// The same reply, with its register bytes copied into `buf` (which is
+    /// large enough for any reply).
+    pub fn copy_into(self, buf: &mut [u8; MAX_RTU_FRAME]) -> Reply<'_> {
+        match self {
+            Reply::Registers(r) => {
+                let n = r.bytes.len();
+                buf[..n].copy_from_slice(r.bytes);
+                Reply::Registers(Registers {
+                    start: r.start,
+                    bytes: &buf[..n],
+                })
+            }
+            Reply::Written { register, value } => Reply::Written { register, value },
+            Reply::EnergyReset => Reply::EnergyReset,
+        }
+    }
+}
+
 /// Register values of a validated read reply, borrowed from the frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Registers<'a> {

@@ -22,11 +22,14 @@ pub mod dbus;
 pub mod dc;
 pub mod energy;
 pub mod error;
+pub mod exchange;
 pub mod frame;
 #[cfg(feature = "cli")]
 pub mod info;
 pub mod line;
 pub mod model;
+#[cfg(unix)]
+pub mod poll_set;
 #[cfg(feature = "serial")]
 pub mod serial;
 pub mod sim;

@@ -4,6 +4,7 @@
 use std::fmt;
 use std::io;
 
+use crate::exchange::Framing;
 use crate::model::StopBits;
 use crate::transport::Transport;
 
@@ -62,10 +63,133 @@ impl Line {
         })
     }
 
+    /// Open the line as a raw byte stream for a poll(2) loop, with its
+    /// framing; `stop_bits` applies to serial lines only.
+    pub fn open_stream(&self, stop_bits: StopBits) -> io::Result<(LineStream, Framing)> {
+        Ok(match self {
+            #[cfg(feature = "serial")]
+            Line::Serial(path) => (
+                LineStream::Serial(crate::serial::SerialLine::open(path, stop_bits)?.into_port()),
+                Framing::rtu_serial(stop_bits),
+            ),
+            #[cfg(not(feature = "serial"))]
+            Line::Serial(path) => {
+                let _ = stop_bits;
+                return Err(io::Error::other(format!(
+                    "{path}: built without serial support (feature `serial`); use --tcp"
+                )));
+            }
+            Line::RtuOverTcp(addr) => (
+                LineStream::Tcp(crate::tcp::TcpPort::connect(addr, TCP_CONNECT_TIMEOUT)?.into_stream()),
+                // The gateway keeps the serial timing; a short gap costs nothing.
+                Framing::rtu_serial(StopBits::One),
+            ),
+            Line::ModbusTcp(addr) => (
+                LineStream::Tcp(crate::tcp::TcpPort::connect(addr, TCP_CONNECT_TIMEOUT)?.into_stream()),
+                Framing::Mbap,
+            ),
+        })
+    }
+
     /// For messages: `/dev/ttyUSB0 (9600 8N2)`, `10.0.0.5:502 (Modbus TCP gateway)`.
     pub fn describe(&self, stop_bits: StopBits) -> LineDescription<'_> {
         LineDescription { line: self, stop_bits }
     }
+}
+
+/// How long connecting to a gateway may take.
+const TCP_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// An open line as a non-blocking byte stream: what a poll(2) loop reads
+/// and writes. Reads and writes are single system calls.
+#[derive(Debug)]
+pub enum LineStream {
+    /// A serial device (exclusive, 9600 baud, raw).
+    #[cfg(feature = "serial")]
+    Serial(serialport::TTYPort),
+    /// A TCP connection to a gateway.
+    Tcp(std::net::TcpStream),
+}
+
+impl LineStream {
+    /// The file descriptor to poll for input.
+    pub fn fd(&self) -> RawFd {
+        match self {
+            #[cfg(feature = "serial")]
+            LineStream::Serial(p) => p.as_raw_fd(),
+            LineStream::Tcp(s) => s.as_raw_fd(),
+        }
+    }
+
+    /// Make reads and writes return at once.
+    pub fn set_nonblocking(&self) -> io::Result<()> {
+        match self {
+            #[cfg(feature = "serial")]
+            LineStream::Serial(p) => set_fd_nonblocking(p.as_raw_fd()),
+            LineStream::Tcp(s) => s.set_nonblocking(true),
+        }
+    }
+
+    /// Write a whole request frame (a few bytes: the kernel takes them at once).
+    pub fn write_frame(&mut self, frame: &[u8]) -> io::Result<()> {
+        let mut rest = frame;
+        while !rest.is_empty() {
+            // SAFETY: writing from a valid slice to a descriptor we own.
+            let n = unsafe { libc_write(self.fd(), rest) };
+            match n {
+                Ok(0) => return Err(io::Error::new(io::ErrorKind::WriteZero, "line took no bytes")),
+                Ok(n) => rest = &rest[n..],
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    return Err(io::Error::new(io::ErrorKind::WouldBlock, "the line's output is full"));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Read what is there into `buf`: `Ok(0)` when nothing is, an error when
+    /// the line is gone (a serial device unplugged, the gateway closed).
+    pub fn read_available(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            // SAFETY: reading into a valid slice from a descriptor we own.
+            match unsafe { libc_read(self.fd(), buf) } {
+                Ok(0) if !buf.is_empty() => {
+                    return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the line was closed"));
+                }
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(0),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+use std::os::fd::{AsRawFd, RawFd};
+
+fn set_fd_nonblocking(fd: RawFd) -> io::Result<()> {
+    // SAFETY: fcntl on a descriptor we own; only its status flags change.
+    let ok = unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        flags >= 0 && libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) == 0
+    };
+    if ok { Ok(()) } else { Err(io::Error::last_os_error()) }
+}
+
+/// `write(2)`. Safety: `fd` must be an open descriptor.
+unsafe fn libc_write(fd: RawFd, bytes: &[u8]) -> io::Result<usize> {
+    // SAFETY: the pointer and length come from a valid slice.
+    let n = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
+    usize::try_from(n).map_err(|_| io::Error::last_os_error())
+}
+
+/// `read(2)`. Safety: `fd` must be an open descriptor.
+unsafe fn libc_read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: the pointer and length come from a valid mutable slice.
+    let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+    usize::try_from(n).map_err(|_| io::Error::last_os_error())
 }
 
 /// [`Line::describe`]'s text.

@@ -178,6 +178,15 @@ pub enum ModelChoice {
 }
 
 impl ModelChoice {
+    /// The model to show: the configured one, or for `auto` the generic
+    /// model of the family found (a generic AC one until one is found).
+    pub fn resolve(self, family: Option<Family>) -> Model {
+        match self {
+            ModelChoice::Known(m) => m,
+            ModelChoice::Auto => Model::generic(family.unwrap_or(Family::Ac)),
+        }
+    }
+
     /// The family, when the model is known.
     pub fn family(self) -> Option<Family> {
         match self {

@@ -46,6 +46,11 @@ impl SerialLine {
         })
     }
 
+    /// The open port, for a caller that does its own waiting.
+    pub fn into_port(self) -> TTYPort {
+        self.port
+    }
+
     /// The device path.
     pub fn path(&self) -> &str {
         &self.path

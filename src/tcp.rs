@@ -3,13 +3,14 @@
 
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::address::Address;
 use crate::error::Error;
-use crate::frame::{MBAP_HEADER_LEN, Reply, Request};
+use crate::exchange::{Exchange, Framing};
+use crate::frame::{Reply, Request};
 use crate::model::StopBits;
-use crate::transport::{DEFAULT_TIMEOUT, Port, ReplyBuffer, RtuTransport, Transport, fill};
+use crate::transport::{DEFAULT_TIMEOUT, Port, ReplyBuffer, RtuTransport, Transport, blocking_exchange};
 
 /// A TCP connection as a byte [`Port`] (for RTU over TCP).
 #[derive(Debug)]
@@ -21,6 +22,11 @@ impl TcpPort {
     /// Wrap a connected stream.
     pub fn from_stream(stream: TcpStream) -> TcpPort {
         TcpPort { stream }
+    }
+
+    /// The connected stream.
+    pub fn into_stream(self) -> TcpStream {
+        self.stream
     }
 
     /// Connect to `addr` (`host:port`) within `timeout`.
@@ -92,8 +98,7 @@ pub fn connect_rtu(addr: &str) -> io::Result<RtuTransport<TcpPort>> {
 #[derive(Debug)]
 pub struct ModbusTcp {
     port: TcpPort,
-    transaction: u16,
-    timeout: Duration,
+    exchange: Exchange,
 }
 
 impl ModbusTcp {
@@ -101,8 +106,7 @@ impl ModbusTcp {
     pub fn connect(addr: &str) -> io::Result<ModbusTcp> {
         Ok(ModbusTcp {
             port: TcpPort::connect(addr, Duration::from_secs(3))?,
-            transaction: 0,
-            timeout: DEFAULT_TIMEOUT,
+            exchange: Exchange::new(Framing::Mbap, DEFAULT_TIMEOUT),
         })
     }
 }
@@ -115,36 +119,14 @@ impl Transport for ModbusTcp {
         buf: &'b mut ReplyBuffer,
     ) -> Result<Reply<'b>, Error> {
         self.port.discard_input()?;
-        self.transaction = self.transaction.wrapping_add(1);
-        self.port
-            .send(request.tcp_frame(self.transaction, address).as_bytes())?;
-        let deadline = Instant::now() + self.timeout;
-        let got = fill(&mut self.port, buf, 0, MBAP_HEADER_LEN, deadline)?;
-        if got < MBAP_HEADER_LEN {
-            return Err(if got == 0 {
-                Error::NoAnswer
-            } else {
-                Error::Incomplete {
-                    expected: MBAP_HEADER_LEN,
-                    got,
-                }
-            });
-        }
-        let mut header = [0u8; MBAP_HEADER_LEN];
-        header.copy_from_slice(&buf[..MBAP_HEADER_LEN]);
-        let total = MBAP_HEADER_LEN + request.tcp_reply_remaining(self.transaction, &header)?;
-        let got = fill(&mut self.port, buf, MBAP_HEADER_LEN, total, deadline)?;
-        if got < total {
-            return Err(Error::Incomplete { expected: total, got });
-        }
-        Ok(request.decode_tcp_reply(self.transaction, address, &buf[..total])?)
+        blocking_exchange(&mut self.port, &mut self.exchange, address, *request, buf)
     }
 
     fn set_timeout(&mut self, timeout: Duration) {
-        self.timeout = timeout;
+        self.exchange.set_timeout(timeout);
     }
 
     fn timeout(&self) -> Duration {
-        self.timeout
+        self.exchange.timeout()
     }
 }

@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 
 use crate::address::Address;
 use crate::error::Error;
+use crate::exchange::{Ended, Exchange, Framing};
 use crate::frame::{MAX_RTU_FRAME, Reply, Request};
-use crate::model::{StopBits, frame_gap_us, wire_time_us};
+use crate::model::StopBits;
 
 /// Buffer a reply is received into.
 pub type ReplyBuffer = [u8; MAX_RTU_FRAME];
@@ -71,14 +72,13 @@ pub trait Port {
 /// costs little bus time.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(250);
 
-/// Modbus-RTU over a [`Port`]: inter-frame silence, stale input dropped
-/// before each request, replies read to their exact expected length.
+/// Modbus-RTU over a [`Port`]: inter-frame silence, replies read to their
+/// exact expected length. The framing and timing rules are
+/// [`Exchange`]'s; this adds the blocking waits.
 #[derive(Debug)]
 pub struct RtuTransport<P> {
     port: P,
-    timeout: Duration,
-    frame_gap: Duration,
-    last_activity: Option<Instant>,
+    exchange: Exchange,
 }
 
 impl<P: Port> RtuTransport<P> {
@@ -87,9 +87,7 @@ impl<P: Port> RtuTransport<P> {
     pub fn new(port: P, stop_bits: StopBits) -> RtuTransport<P> {
         RtuTransport {
             port,
-            timeout: DEFAULT_TIMEOUT,
-            frame_gap: Duration::from_micros(frame_gap_us(stop_bits)),
-            last_activity: None,
+            exchange: Exchange::new(Framing::rtu_serial(stop_bits), DEFAULT_TIMEOUT),
         }
     }
 
@@ -111,73 +109,65 @@ impl<P: Port> Transport for RtuTransport<P> {
         request: &Request,
         buf: &'b mut ReplyBuffer,
     ) -> Result<Reply<'b>, Error> {
-        if let Some(last) = self.last_activity {
-            let quiet = last.elapsed();
-            if quiet < self.frame_gap {
-                std::thread::sleep(self.frame_gap - quiet);
+        if let Some(at) = self.exchange.send_not_before() {
+            let now = Instant::now();
+            if at > now {
+                std::thread::sleep(at - now);
             }
         }
         self.port.discard_input()?;
-        let frame = request.rtu_frame(address);
-        self.port.send(frame.as_bytes())?;
-        let deadline = Instant::now() + self.timeout;
-        let result = (|| {
-            let got = fill(&mut self.port, buf, 0, 2, deadline)?;
-            if got < 2 {
-                return Err(if got == 0 {
-                    Error::NoAnswer
-                } else {
-                    Error::Incomplete {
-                        expected: request.rtu_reply_len(),
-                        got,
-                    }
-                });
-            }
-            let expected = request.rtu_reply_len_after_header(buf[1]);
-            // The timeout bounds the wait for an answer; once one has started, let it
-            // finish (its wire time plus a margin), or a slow meter's tail would be lost.
-            let rest = Duration::from_micros(wire_time_us(expected, StopBits::Two)) + Duration::from_millis(20);
-            let deadline = deadline.max(Instant::now() + rest);
-            let got = fill(&mut self.port, buf, 2, expected, deadline)?;
-            if got < expected {
-                return Err(Error::Incomplete { expected, got });
-            }
-            Ok(expected)
-        })();
-        self.last_activity = Some(Instant::now());
-        let len = result?;
-        Ok(request.decode_rtu_reply(address, &buf[..len])?)
+        blocking_exchange(&mut self.port, &mut self.exchange, address, *request, buf)
     }
 
     fn set_timeout(&mut self, timeout: Duration) {
-        self.timeout = timeout;
+        self.exchange.set_timeout(timeout);
     }
 
     fn timeout(&self) -> Duration {
-        self.timeout
+        self.exchange.timeout()
     }
 }
 
-/// Read from `port` into `buf[from..to]` until it is full or `deadline`
-/// passes; returns how far it got.
-pub(crate) fn fill(
+/// Run one exchange over `port`, blocking until it ends, and decode the
+/// reply into `buf`.
+pub(crate) fn blocking_exchange<'b>(
     port: &mut impl Port,
-    buf: &mut [u8],
-    mut from: usize,
-    to: usize,
-    deadline: Instant,
-) -> Result<usize, Error> {
-    while from < to {
+    exchange: &mut Exchange,
+    address: Address,
+    request: Request,
+    buf: &'b mut ReplyBuffer,
+) -> Result<Reply<'b>, Error> {
+    let frame = exchange.start(Instant::now(), address, request);
+    port.send(frame.as_bytes())?;
+    let ended = loop {
+        let Some(deadline) = exchange.deadline() else {
+            return Err(Error::NoAnswer);
+        };
         let now = Instant::now();
         if now >= deadline {
-            break;
+            if let Some(ended) = exchange.handle_timeout(now) {
+                break ended;
+            }
+            continue;
         }
-        match port.receive(&mut buf[from..to], deadline - now) {
-            Ok(0) => break,
-            Ok(n) => from += n,
+        let want = exchange.bytes_wanted().min(buf.len());
+        match port.receive(&mut buf[..want], deadline - now) {
+            Ok(0) => {}
+            Ok(n) => {
+                if let Some(ended) = exchange.handle_input(Instant::now(), &buf[..n]).ended {
+                    break ended;
+                }
+            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(Error::Io(e)),
         }
+    };
+    match ended {
+        Ended::Failed(e) => Err(e),
+        Ended::Reply => {
+            // Hand the caller a reply that borrows its own buffer, not the exchange.
+            let reply = exchange.reply()?;
+            Ok(reply.copy_into(buf))
+        }
     }
-    Ok(from)
 }

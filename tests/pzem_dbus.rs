@@ -802,7 +802,7 @@ fn exit_2_on_bad_flags_and_config() {
         (&["-d", "/dev/null", "-m", "1:017:grid"], "DC meter but grid"),
         (&["-d", "/dev/null", "-m", "0:016:grid"], "1 to 247"),
         (&["-d", "/dev/null", "-m", "1:016:grid", "-m", "1:017:dcload"], "twice"),
-        (&["-d", "/dev/null", "-m", "1:016:grid", "-i", "5"], "--interval"),
+        (&["-d", "/dev/null", "-m", "1:016:grid", "-i", "0.5"], "--interval"),
         (&["-d", "/dev/null", "-m", "1:016:grid", "--bogus"], "bogus"),
         (&["-m", "1:016:grid"], "-d /dev/ttyUSB0"),
         (&["-d", "/dev/null", "--tcp", "h:1", "-m", "1:016:grid"], "not both"),

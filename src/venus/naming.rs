@@ -1,10 +1,13 @@
 //! Service names, device ids and connection text for a meter.
 //!
-//! The service name is `com.victronenergy.<role>.pzem_<port>_<addr>`; the
-//! settings id (under `/Settings/Devices/`) is `pzem_<port>_<addr>`, where
-//! `<port>` is the USB serial number of the dongle when the system knows
-//! it (stable across reboots and re-plugging, unlike `ttyUSB0`), else the
-//! tty name, or for TCP the host and port.
+//! The service name is `com.victronenergy.<role>.pzem_<tty>_<addr>`, where
+//! `<tty>` is the base name of the device path as given: `ttyUSB0` for
+//! `/dev/ttyUSB0`, `usb-FTDI_…-port0` (sanitised) for a `/dev/serial/by-id/`
+//! link, which stays the same when the dongle is re-plugged. The settings
+//! id (under `/Settings/Devices/`) is `pzem_<port>_<addr>`, where `<port>`
+//! is the dongle's USB serial number when the system knows it (stable
+//! across reboots and re-plugging), else the same base name. For TCP both
+//! use the host and port.
 
 /// Make `text` usable inside a D-Bus name element and a settings path:
 /// only `[A-Za-z0-9_]`, everything else becomes `_`.
@@ -15,9 +18,16 @@ pub fn sanitise(text: &str) -> String {
 }
 
 /// The name of a serial device without `/dev/`: `/dev/ttyUSB0` → `ttyUSB0`,
-/// `/dev/pts/3` → `pts/3`.
+/// `/dev/pts/3` → `pts/3` (for `/Mgmt/Connection`).
 pub fn tty_name(path: &str) -> &str {
     path.strip_prefix("/dev/").unwrap_or(path)
+}
+
+/// The last element of a device path: `/dev/ttyUSB0` → `ttyUSB0`,
+/// `/dev/serial/by-id/usb-FTDI_X-port0` → `usb-FTDI_X-port0`.
+pub fn base_name(path: &str) -> &str {
+    let trimmed = path.trim_end_matches('/');
+    trimmed.rsplit('/').next().filter(|s| !s.is_empty()).unwrap_or(trimmed)
 }
 
 /// The identity of the line a meter is on.
@@ -34,7 +44,7 @@ pub struct PortId {
 impl PortId {
     /// A serial line; `usb_serial` is the dongle's serial number if known.
     pub fn serial(path: &str, usb_serial: Option<&str>) -> PortId {
-        let name = sanitise(tty_name(path));
+        let name = sanitise(base_name(path));
         let stable = match usb_serial {
             Some(s) if !s.trim().is_empty() => sanitise(s.trim()),
             _ => name.clone(),
@@ -73,9 +83,12 @@ impl PortId {
     }
 }
 
-/// Look up the USB serial number of the adapter behind a tty in sysfs.
+/// Look up the USB serial number of the adapter behind a tty in sysfs
+/// (following a `/dev/serial/by-id/` link to the tty it names).
 pub fn usb_serial_of(path: &str) -> Option<String> {
-    let name = tty_name(path).rsplit('/').next().unwrap_or(path);
+    let real = std::fs::canonicalize(path).ok();
+    let real = real.as_deref().and_then(|p| p.to_str()).unwrap_or(path);
+    let name = base_name(real);
     ["device/../serial", "device/../../serial"].iter().find_map(|rel| {
         std::fs::read_to_string(format!("/sys/class/tty/{name}/{rel}"))
             .ok()
@@ -103,7 +116,16 @@ mod tests {
         assert_eq!(sanitise("pts/3"), "pts_3");
         assert_eq!(
             PortId::serial("/dev/pts/3", None).service_name("grid", 1),
-            "com.victronenergy.grid.pzem_pts_3_1"
+            "com.victronenergy.grid.pzem_3_1"
+        );
+        let by_id = PortId::serial("/dev/serial/by-id/usb-FTDI_FT232R_A10K3x9-if00-port0", None);
+        assert_eq!(
+            by_id.service_name("grid", 2),
+            "com.victronenergy.grid.pzem_usb_FTDI_FT232R_A10K3x9_if00_port0_2"
+        );
+        assert_eq!(
+            PortId::serial("/tmp/x/ttyUSB0", None).service_name("acload", 10),
+            "com.victronenergy.acload.pzem_ttyUSB0_10"
         );
     }
 }

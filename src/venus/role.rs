@@ -53,6 +53,10 @@ pub enum PositionKind {
 }
 
 impl PositionKind {
+    /// The highest position any kind allows: the bound of the
+    /// `/Settings/Devices/<id>/Position` setting, which outlives role changes.
+    pub const MAX_OF_ANY: i32 = 2;
+
     /// Highest valid position.
     pub fn max(self) -> i32 {
         match self {

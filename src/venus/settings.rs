@@ -6,7 +6,7 @@ use std::time::Duration;
 use crate::dbus::client::SETTINGS_SERVICE;
 use crate::dbus::{Bus, Client, Error, Event, Setting, Value};
 
-use super::role::Role;
+use super::role::{PositionKind, Role};
 
 /// The instance meters ask for (dbus-modbus-client's choice for meters).
 pub const PREFERRED_INSTANCE: i32 = 40;
@@ -61,11 +61,31 @@ pub fn setting_path(device: &str, field: Field) -> String {
     format!("/Settings/Devices/{device}/{}", field.name())
 }
 
-/// Split `grid:41` into class text and instance.
-pub fn parse_class_and_instance(text: &str) -> Option<(&str, i32)> {
-    let (class, n) = text.split_once(':')?;
-    let n = n.trim().parse().ok()?;
-    Some((class.trim(), n))
+/// The value of a `ClassAndVrmInstance` setting: `grid:41`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClassAndInstance {
+    /// The class, as one of our roles.
+    pub role: Role,
+    /// The device instance.
+    pub instance: i32,
+}
+
+impl ClassAndInstance {
+    /// Parse `<class>:<instance>`; `None` unless the class is one of our
+    /// roles and the instance a number.
+    pub fn parse(text: &str) -> Option<ClassAndInstance> {
+        let (class, n) = text.split_once(':')?;
+        Some(ClassAndInstance {
+            role: class.trim().parse().ok()?,
+            instance: n.trim().parse().ok()?,
+        })
+    }
+}
+
+impl std::fmt::Display for ClassAndInstance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.role.class(), self.instance)
+    }
 }
 
 /// A connection to localsettings.
@@ -97,10 +117,14 @@ impl SettingsLink {
     /// return them. A stored class that is not one of `allowed` is replaced
     /// by `default_role`.
     pub fn register(&mut self, device: &str, default_role: Role, allowed: &[Role]) -> Result<DeviceRecord, String> {
-        let default_class = format!("{}:{PREFERRED_INSTANCE}", default_role.class());
+        let default_class = ClassAndInstance {
+            role: default_role,
+            instance: PREFERRED_INSTANCE,
+        }
+        .to_string();
         let mut position = Setting::new(setting_path(device, Field::Position), 0i64);
         position.min = Some(Value::Int(0));
-        position.max = Some(Value::Int(2));
+        position.max = Some(Value::Int(i64::from(PositionKind::MAX_OF_ANY)));
         let settings = [
             Setting::new(setting_path(device, Field::ClassAndVrmInstance), default_class.as_str()),
             Setting::new(setting_path(device, Field::CustomName), ""),
@@ -121,41 +145,37 @@ impl SettingsLink {
         };
         let class_text = value(0)?;
         let custom_name = value(1)?.as_str().unwrap_or("").to_string();
-        let position = value(2)?.as_i64().unwrap_or(0).clamp(0, 2) as i32;
-        let (role, instance) = class_text
-            .as_str()
-            .and_then(parse_class_and_instance)
-            .map(|(c, n)| (c.parse::<Role>().ok(), n))
-            .unwrap_or((None, PREFERRED_INSTANCE));
-        let record = match role {
-            Some(role) if allowed.contains(&role) => DeviceRecord {
-                role,
-                instance,
-                custom_name,
-                position,
-            },
+        let position = value(2)?
+            .as_i64()
+            .unwrap_or(0)
+            .clamp(0, i64::from(PositionKind::MAX_OF_ANY)) as i32;
+        let stored = class_text.as_str().and_then(ClassAndInstance::parse);
+        let class = match stored {
+            Some(c) if allowed.contains(&c.role) => c,
             _ => {
                 log::warn!("{device}: stored class {class_text:?} does not fit this meter; using {default_role}");
-                let (role, instance) = self.set_class(device, default_role, instance)?;
-                DeviceRecord {
-                    role,
+                let instance = stored.map_or(PREFERRED_INSTANCE, |c| c.instance);
+                self.set_class(device, ClassAndInstance {
+                    role: default_role,
                     instance,
-                    custom_name,
-                    position,
-                }
+                })?
             }
         };
-        Ok(record)
+        Ok(DeviceRecord {
+            role: class.role,
+            instance: class.instance,
+            custom_name,
+            position,
+        })
     }
 
     /// Write `<role>:<instance>` and read back what localsettings kept (it
     /// moves a taken instance to a free one).
-    pub fn set_class(&mut self, device: &str, role: Role, instance: i32) -> Result<(Role, i32), String> {
+    pub fn set_class(&mut self, device: &str, class: ClassAndInstance) -> Result<ClassAndInstance, String> {
         let path = setting_path(device, Field::ClassAndVrmInstance);
-        let text = format!("{}:{instance}", role.class());
         let code = self
             .client
-            .set_value(SETTINGS_SERVICE, &path, &Value::Str(text))
+            .set_value(SETTINGS_SERVICE, &path, &Value::Str(class.to_string()))
             .map_err(|e| e.to_string())?;
         if code != 0 {
             return Err(format!("localsettings refused {path} (code {code})"));
@@ -166,8 +186,7 @@ impl SettingsLink {
             .map_err(|e| e.to_string())?;
         stored
             .as_str()
-            .and_then(parse_class_and_instance)
-            .and_then(|(c, n)| Some((c.parse::<Role>().ok()?, n)))
+            .and_then(ClassAndInstance::parse)
             .ok_or_else(|| format!("{path} holds {stored:?}, not <class>:<instance>"))
     }
 
@@ -221,10 +240,13 @@ mod tests {
 
     #[test]
     fn class_and_instance_text() {
-        assert_eq!(parse_class_and_instance("grid:41"), Some(("grid", 41)));
-        assert_eq!(parse_class_and_instance("dcload: 40"), Some(("dcload", 40)));
-        assert_eq!(parse_class_and_instance("grid"), None);
-        assert_eq!(parse_class_and_instance("grid:x"), None);
+        let c = |role, instance| Some(ClassAndInstance { role, instance });
+        assert_eq!(ClassAndInstance::parse("grid:41"), c(Role::Grid, 41));
+        assert_eq!(ClassAndInstance::parse("dcload: 40"), c(Role::DcLoad, 40));
+        assert_eq!(ClassAndInstance::parse("grid"), None);
+        assert_eq!(ClassAndInstance::parse("grid:x"), None);
+        assert_eq!(ClassAndInstance::parse("battery:1"), None, "not one of our roles");
+        assert_eq!(c(Role::AcLoad, 42).unwrap().to_string(), "acload:42");
         assert_eq!(
             setting_path("pzem_a_1", Field::Position),
             "/Settings/Devices/pzem_a_1/Position"

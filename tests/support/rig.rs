@@ -256,10 +256,12 @@ impl Monitor {
     }
 }
 
-/// Service name of meter `addr` in `class` on the pty `path` (`/dev/pts/7` → `pts_7`).
+/// Service name of meter `addr` in `class` on the pty `path`: the base name of the
+/// path (`/dev/pts/7` → `7`), as the issue specifies, computed here independently.
 pub fn service_name(class: &str, tty: &str, addr: u8) -> String {
     let port: String = tty
-        .strip_prefix("/dev/")
+        .rsplit('/')
+        .next()
         .unwrap_or(tty)
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })

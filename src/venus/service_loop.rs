@@ -1,0 +1,422 @@
+//! pzem-dbus's I/O: one thread around one `ppoll(2)`.
+//!
+//! The wait covers the line, every D-Bus connection (one per published
+//! meter, one to localsettings) and the [`MeterLine`]'s next deadline (a
+//! reply timeout, the inter-frame silence, the next poll, an energy save),
+//! so D-Bus calls are answered at once even while the line waits for a
+//! silent meter, and nothing sleeps. Whatever happens is handed to the
+//! machine with the time it happened; what the machine asks for
+//! ([`Command`]) is done here: bytes written, services published from
+//! [`layout`], localsettings called, state files saved.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::address::Address;
+use crate::dbus::{Bus, Event, Service, Value, Watchable};
+use crate::line::{Line, LineStream};
+use crate::model::StopBits;
+use crate::poll_set::PollSet;
+
+use super::config::MeterSpec;
+use super::energy_store;
+use super::layout::{self, MeterPaths};
+use super::meter_line::{ClassStored, Command, ExitReason, LineConfig, MeterLine};
+use super::naming::PortId;
+use super::settings::{ClassAndInstance, PREFERRED_INSTANCE, SettingChange, SettingsLink};
+
+/// Everything the service needs to run.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The line.
+    pub line: Line,
+    /// The meters on it.
+    pub meters: Vec<MeterSpec>,
+    /// Time from the start of one polling cycle to the next; zero polls back to back.
+    pub poll_interval: Duration,
+    /// Reply timeout per request.
+    pub timeout: Duration,
+    /// The bus to publish on.
+    pub bus: Bus,
+    /// Where energy state files live.
+    pub state_dir: PathBuf,
+    /// How long to wait for localsettings at start-up.
+    pub settings_wait: Duration,
+    /// Exit when every meter has been silent this long (`None`: never).
+    pub silent_exit: Option<Duration>,
+    /// Time allowed for the start-up probe.
+    pub startup_budget: Duration,
+    /// Failed polls in a row before a meter's values are invalidated.
+    pub failures_to_vanish: u32,
+}
+
+/// The identity of the line, for names and ids.
+pub fn port_id(line: &Line) -> PortId {
+    match line {
+        Line::Serial(path) => PortId::serial(path, super::naming::usb_serial_of(path).as_deref()),
+        Line::RtuOverTcp(addr) => PortId::tcp(addr, false),
+        Line::ModbusTcp(addr) => PortId::tcp(addr, true),
+    }
+}
+
+/// Run until stopped (`stop` set by a signal handler); returns why it stopped.
+pub fn run(config: &Config, stop: &AtomicBool) -> ExitReason {
+    let place = config.line.place();
+    let stop_bits = StopBits::for_choices(config.meters.iter().map(|m| m.model));
+    let (stream, framing) = match config.line.open_stream(stop_bits) {
+        Ok(s) => s,
+        Err(e) => {
+            log::error!("cannot open {place}: {e}");
+            return ExitReason::LineGone;
+        }
+    };
+    if let Err(e) = stream.set_nonblocking() {
+        log::error!("{place}: {e}");
+        return ExitReason::LineGone;
+    }
+    let now = Instant::now();
+    let mut machine = MeterLine::new(
+        LineConfig {
+            place: place.to_owned(),
+            meters: config.meters.clone(),
+            port: port_id(&config.line),
+            framing,
+            timeout: config.timeout,
+            poll_interval: config.poll_interval,
+            startup_budget: config.startup_budget,
+            failures_to_vanish: config.failures_to_vanish,
+            silent_exit: config.silent_exit,
+        },
+        now,
+    );
+    let addresses: Vec<Address> = machine.addresses().collect();
+    for address in addresses {
+        let Some(id) = machine.meter_id(address) else { continue };
+        let loaded = energy_store::load(&config.state_dir, id);
+        for note in &loaded.notes {
+            log::warn!("{id}: energy state: {note}");
+        }
+        machine.restore_energy(address, loaded.state);
+    }
+    let mut edge = Edge {
+        config,
+        stream,
+        settings: Settings::NotAsked,
+        services: Vec::new(),
+        poll: PollSet::new(),
+        events: Vec::new(),
+        changes: Vec::new(),
+        stopping: false,
+    };
+    edge.run(&mut machine, stop)
+}
+
+/// localsettings, connected when the first meter registers.
+enum Settings {
+    NotAsked,
+    Absent,
+    Linked(SettingsLink),
+}
+
+struct Published {
+    address: Address,
+    service: Service,
+    paths: MeterPaths,
+}
+
+/// The I/O side: the line, the services, localsettings, files.
+struct Edge<'c> {
+    config: &'c Config,
+    stream: LineStream,
+    settings: Settings,
+    services: Vec<Published>,
+    poll: PollSet,
+    events: Vec<Event>,
+    changes: Vec<SettingChange>,
+    /// Shutting down: only saves and the exit are still carried out.
+    stopping: bool,
+}
+
+impl Edge<'_> {
+    fn run(&mut self, machine: &mut MeterLine, stop: &AtomicBool) -> ExitReason {
+        let mut buf = [0u8; 256];
+        loop {
+            while let Some(command) = machine.poll_command() {
+                if let Some(reason) = self.execute(command, machine) {
+                    return reason;
+                }
+            }
+            // Wait for the line, every connection, or the machine's next deadline.
+            self.poll.clear();
+            let line = self.poll.push(self.stream.fd(), true, false);
+            let mut backlog = false;
+            for p in &self.services {
+                let w = p.service.watch();
+                self.poll.push(w.fd, w.read, w.write);
+                backlog |= p.service.has_backlog();
+            }
+            let settings_index = match &self.settings {
+                Settings::Linked(link) => {
+                    let w = link.client().watch();
+                    backlog |= link.client().has_backlog();
+                    Some(self.poll.push(w.fd, w.read, w.write))
+                }
+                _ => None,
+            };
+            let timeout = if backlog {
+                Some(Duration::ZERO)
+            } else {
+                machine
+                    .deadline()
+                    .map(|d| d.saturating_duration_since(Instant::now()))
+            };
+            if let Err(e) = self.poll.wait(timeout) {
+                log::error!("waiting failed: {e}");
+                machine.shutdown(Instant::now(), ExitReason::BusLost);
+                continue;
+            }
+            let now = Instant::now();
+            if stop.load(Ordering::Relaxed) {
+                log::info!("stopping");
+                machine.shutdown(now, ExitReason::Stopped);
+                continue;
+            }
+            if self.poll.is_ready(line) {
+                // One read takes what is there: a reply that arrived whole costs one call.
+                match self.stream.read_available(&mut buf) {
+                    Ok(0) => {}
+                    Ok(n) => machine.handle_input(now, &buf[..n]),
+                    Err(e) => {
+                        log::error!("{}: {e}; exiting", self.config.line.place());
+                        machine.shutdown(now, ExitReason::LineGone);
+                        continue;
+                    }
+                }
+            }
+            // D-Bus calls: only the connections the wait found ready (or with a backlog).
+            for (k, p) in self.services.iter_mut().enumerate() {
+                if !self.poll.is_ready(line + 1 + k) && !p.service.has_backlog() {
+                    continue;
+                }
+                let address = p.address;
+                let mut on_write = |path: &str, value: &Value| machine.handle_write(now, address, path, value);
+                if let Err(e) = p.service.process(&mut on_write) {
+                    log::error!("D-Bus connection of {} lost: {e}", p.service.name());
+                    machine.shutdown(now, ExitReason::BusLost);
+                    break;
+                }
+            }
+            if let (Some(index), Settings::Linked(link)) = (settings_index, &mut self.settings)
+                && (self.poll.is_ready(index) || link.client().has_backlog())
+            {
+                self.changes.clear();
+                if let Err(e) = link.changes(&mut self.events, &mut self.changes) {
+                    log::error!("D-Bus connection to localsettings lost: {e}");
+                    machine.shutdown(now, ExitReason::BusLost);
+                }
+                for change in self.changes.drain(..) {
+                    machine.handle_setting(now, change);
+                }
+            }
+            machine.handle_timeout(now);
+        }
+    }
+
+    /// Carry out one command; `Some` when the service must exit now.
+    fn execute(&mut self, command: Command, machine: &mut MeterLine) -> Option<ExitReason> {
+        let now = Instant::now();
+        match command {
+            Command::Exit(reason) => return Some(reason),
+            Command::SaveEnergy { address, state } => {
+                let Some(id) = machine.meter_id(address) else { return None };
+                match energy_store::save(&self.config.state_dir, id, &state) {
+                    Ok(()) => machine.handle_energy_saved(now, address, state),
+                    Err(e) => {
+                        log::warn!(
+                            "{id}: cannot save energy state in {}: {e}",
+                            self.config.state_dir.display()
+                        );
+                        machine.handle_energy_save_failed(now, address);
+                    }
+                }
+            }
+            _ if self.stopping => {}
+            Command::Transmit(frame) => {
+                if let Err(e) = self.stream.write_frame(frame.as_bytes()) {
+                    log::error!("{}: {e}; exiting", self.config.line.place());
+                    self.shut(machine, ExitReason::LineGone);
+                }
+            }
+            Command::Publish {
+                address,
+                reading,
+                energy_kwh,
+            } => {
+                if let Some(p) = self.published(address) {
+                    layout::publish(p.service.tree_mut(), &p.paths, &reading, energy_kwh);
+                }
+                self.flush(address, machine);
+            }
+            Command::Invalidate { address } => {
+                if let Some(p) = self.published(address) {
+                    layout::invalidate(p.service.tree_mut(), &p.paths);
+                }
+                self.flush(address, machine);
+            }
+            Command::SetPath { address, path, value } => {
+                if let Some(p) = self.published(address) {
+                    let _ = p.service.tree_mut().set_path(path, value);
+                }
+                self.flush(address, machine);
+            }
+            Command::Register {
+                address,
+                default_role,
+                allowed,
+            } => {
+                let Some(id) = machine.meter_id(address) else { return None };
+                let id = id.to_owned();
+                let record = match self.settings_link(machine) {
+                    Some(link) => match link.register(&id, default_role, allowed) {
+                        Ok(record) => Some(record),
+                        Err(e) => {
+                            log::warn!("{id}: {e}; using the configured role");
+                            None
+                        }
+                    },
+                    None => None,
+                };
+                if !self.stopping {
+                    machine.handle_record(now, address, record);
+                }
+            }
+            Command::StoreSetting { address, field, value } => {
+                let Some(id) = machine.meter_id(address) else { return None };
+                let id = id.to_owned();
+                if let Settings::Linked(link) = &mut self.settings
+                    && let Err(e) = link.store(&id, field, &value)
+                {
+                    log::warn!("{id}: {field:?} not saved: {e}");
+                }
+            }
+            Command::StoreClass {
+                address,
+                role,
+                instance,
+            } => {
+                let Some(id) = machine.meter_id(address) else { return None };
+                let id = id.to_owned();
+                let stored = match &mut self.settings {
+                    Settings::Linked(link) => match link.set_class(&id, ClassAndInstance { role, instance }) {
+                        Ok(c) => ClassStored::Stored(c),
+                        Err(e) => {
+                            log::warn!("{id}: role change to {role} not stored ({e}); applying it anyway");
+                            ClassStored::NotStored
+                        }
+                    },
+                    _ => ClassStored::NotStored,
+                };
+                machine.handle_class_stored(now, address, role, stored);
+            }
+            Command::StartService {
+                address,
+                name,
+                identity,
+            } => {
+                if let Some(i) = self.services.iter().position(|p| p.address == address) {
+                    let old = self.services.swap_remove(i);
+                    log::info!("releasing {}", old.service.name());
+                    // Released synchronously: the same name may be claimed again just below
+                    // (an instance change keeps the class), and a dropped connection frees
+                    // its name only when the daemon notices.
+                    let old_name = old.service.name().to_owned();
+                    if let Err(e) = old.service.release() {
+                        log::warn!("releasing {old_name}: {e}");
+                    }
+                }
+                let (mut tree, paths) = match layout::build_tree(&identity) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        log::error!("{name}: {e}");
+                        self.shut(machine, ExitReason::BusLost);
+                        return None;
+                    }
+                };
+                // Everything is invalid until the meter's next reading.
+                tree.clear_changes();
+                match Service::new(&self.config.bus, &name, tree) {
+                    Ok(service) => {
+                        log::info!("published {name} (device instance {})", identity.instance);
+                        self.services.push(Published {
+                            address,
+                            service,
+                            paths,
+                        });
+                        self.services.sort_by_key(|p| p.address);
+                    }
+                    Err(e) => {
+                        log::error!("cannot publish {name}: {e}");
+                        self.shut(machine, ExitReason::BusLost);
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    fn shut(&mut self, machine: &mut MeterLine, reason: ExitReason) {
+        self.stopping = true;
+        machine.shutdown(Instant::now(), reason);
+    }
+
+    fn published(&mut self, address: Address) -> Option<&mut Published> {
+        self.services.iter_mut().find(|p| p.address == address)
+    }
+
+    /// Send what changed in the meter's tree as one `ItemsChanged`.
+    fn flush(&mut self, address: Address, machine: &mut MeterLine) {
+        let Some(p) = self.published(address) else { return };
+        if let Err(e) = p.service.flush() {
+            log::error!("D-Bus connection of {} lost: {e}", p.service.name());
+            self.shut(machine, ExitReason::BusLost);
+        }
+    }
+
+    /// The localsettings link, connecting (and waiting a bounded time for
+    /// localsettings) the first time.
+    fn settings_link(&mut self, machine: &mut MeterLine) -> Option<&mut SettingsLink> {
+        if let Settings::NotAsked = self.settings {
+            self.settings = match SettingsLink::connect(&self.config.bus, self.config.settings_wait) {
+                Ok(Some(link)) => Settings::Linked(link),
+                Ok(None) => {
+                    log::warn!(
+                        "com.victronenergy.settings did not appear within {:?}: running with the configured \
+                         roles and device instances from {PREFERRED_INSTANCE} up; GUI changes will not persist",
+                        self.config.settings_wait
+                    );
+                    Settings::Absent
+                }
+                Err(e) => {
+                    log::error!("cannot connect to D-Bus: {e}");
+                    self.shut(machine, ExitReason::BusLost);
+                    Settings::Absent
+                }
+            };
+        }
+        match &mut self.settings {
+            Settings::Linked(link) => Some(link),
+            _ => None,
+        }
+    }
+}
+
+/// The meters to use when none are configured: the factory address 1,
+/// probed as AC then DC, with the family's default role.
+pub fn default_meters() -> Vec<MeterSpec> {
+    vec![MeterSpec {
+        address: Address::FACTORY_DEFAULT,
+        model: crate::model::ModelChoice::Auto,
+        role: None,
+    }]
+}
