@@ -942,3 +942,507 @@ fn log_energy_event(id: &str, event: EnergyEvent) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{ModelChoice, StopBits, frame_gap_us};
+    use crate::sim::{SimBus, SimMeter};
+
+    const SECOND: Duration = Duration::from_secs(1);
+    const TURNAROUND: Duration = Duration::from_millis(30);
+
+    fn spec(address: u8, model: &str, role: Option<Role>) -> MeterSpec {
+        MeterSpec {
+            address: Address::unit(u32::from(address)).unwrap(),
+            model: model.parse::<ModelChoice>().unwrap(),
+            role,
+        }
+    }
+
+    fn addr(n: u8) -> Address {
+        Address::unit(u32::from(n)).unwrap()
+    }
+
+    fn config(meters: Vec<MeterSpec>) -> LineConfig {
+        LineConfig {
+            place: "/dev/ttyTEST".into(),
+            meters,
+            port: PortId::serial("/dev/ttyTEST", None),
+            framing: Framing::rtu_serial(StopBits::Two),
+            timeout: Duration::from_millis(300),
+            poll_interval: SECOND,
+            startup_budget: Duration::from_secs(4),
+            failures_to_vanish: 3,
+            silent_exit: Some(Duration::from_secs(60)),
+        }
+    }
+
+    /// A machine wired to a simulated line with synthetic time: the test's
+    /// stand-in for the service loop. localsettings answers with `record`.
+    struct Rig {
+        line: MeterLine,
+        bus: SimBus,
+        now: Instant,
+        reply: Option<(Instant, Vec<u8>)>,
+        settings: bool,
+        /// Every command, with when it was issued.
+        log: Vec<(Instant, Command)>,
+        /// (instance, role) that localsettings keeps per address.
+        stored: Vec<(Address, ClassAndInstance)>,
+    }
+
+    impl Rig {
+        fn new(config: LineConfig, sims: Vec<SimMeter>, settings: bool) -> Rig {
+            let now = Instant::now();
+            let mut bus = SimBus::new(sims, 1);
+            bus.advance_to(now);
+            Rig {
+                line: MeterLine::new(config, now),
+                bus,
+                now,
+                reply: None,
+                settings,
+                log: Vec::new(),
+                stored: Vec::new(),
+            }
+        }
+
+        /// Carry out commands and let time pass until `until`.
+        fn run_until(&mut self, until: Instant) {
+            loop {
+                self.drain();
+                if self.exited().is_some() {
+                    return;
+                }
+                let next = [self.line.deadline(), self.reply.as_ref().map(|r| r.0)]
+                    .into_iter()
+                    .flatten()
+                    .min();
+                let Some(next) = next.filter(|t| *t <= until) else {
+                    self.now = until.max(self.now);
+                    return;
+                };
+                self.now = next.max(self.now);
+                match self.reply.take() {
+                    Some((at, bytes)) if at <= self.now => self.line.handle_input(self.now, &bytes),
+                    other => {
+                        self.reply = other;
+                        self.line.handle_timeout(self.now);
+                    }
+                }
+            }
+        }
+
+        fn run_for(&mut self, d: Duration) {
+            self.run_until(self.now + d);
+        }
+
+        fn drain(&mut self) {
+            while let Some(c) = self.line.poll_command() {
+                match &c {
+                    Command::Transmit(frame) => {
+                        let r = self.bus.respond_rtu(frame.as_bytes(), self.now);
+                        if !r.bytes.is_empty() {
+                            self.reply = Some((self.now + TURNAROUND + r.delay, r.bytes));
+                        }
+                    }
+                    Command::Register { address, default_role, .. } => {
+                        let record = self.settings.then(|| {
+                            let kept = self.stored.iter().find(|s| s.0 == *address).map(|s| s.1);
+                            let c = kept.unwrap_or(ClassAndInstance {
+                                role: *default_role,
+                                instance: 40 + self.stored.len() as i32,
+                            });
+                            self.stored.retain(|s| s.0 != *address);
+                            self.stored.push((*address, c));
+                            DeviceRecord {
+                                role: c.role,
+                                instance: c.instance,
+                                custom_name: String::new(),
+                                position: 0,
+                            }
+                        });
+                        self.line.handle_record(self.now, *address, record);
+                    }
+                    Command::StoreClass { address, role, instance } => {
+                        let stored = if self.settings {
+                            ClassStored::Stored(ClassAndInstance {
+                                role: *role,
+                                instance: instance + 100,
+                            })
+                        } else {
+                            ClassStored::NotStored
+                        };
+                        self.line.handle_class_stored(self.now, *address, *role, stored);
+                    }
+                    Command::SaveEnergy { address, state } => {
+                        self.line.handle_energy_saved(self.now, *address, *state);
+                    }
+                    _ => {}
+                }
+                self.log.push((self.now, c));
+            }
+        }
+
+        fn exited(&self) -> Option<ExitReason> {
+            self.log.iter().find_map(|(_, c)| match c {
+                Command::Exit(r) => Some(*r),
+                _ => None,
+            })
+        }
+
+        fn published(&self, a: Address) -> Vec<(Instant, f64)> {
+            self.log
+                .iter()
+                .filter_map(|(t, c)| match c {
+                    Command::Publish {
+                        address, energy_kwh, ..
+                    } if *address == a => Some((*t, *energy_kwh)),
+                    _ => None,
+                })
+                .collect()
+        }
+
+        fn count(&self, f: impl Fn(&Command) -> bool) -> usize {
+            self.log.iter().filter(|(_, c)| f(c)).count()
+        }
+
+        fn services(&self) -> Vec<(String, i32)> {
+            self.log
+                .iter()
+                .filter_map(|(_, c)| match c {
+                    Command::StartService { name, identity, .. } => Some((name.clone(), identity.instance)),
+                    _ => None,
+                })
+                .collect()
+        }
+
+        fn transmits(&self) -> Vec<(Instant, u8, u8)> {
+            self.log
+                .iter()
+                .filter_map(|(t, c)| match c {
+                    Command::Transmit(f) => Some((*t, f.as_bytes()[0], f.as_bytes()[5])),
+                    _ => None,
+                })
+                .collect()
+        }
+    }
+
+    fn two_meters() -> Rig {
+        Rig::new(
+            config(vec![spec(1, "016", Some(Role::Grid)), spec(2, "017", Some(Role::DcLoad))]),
+            vec![
+                SimMeter::new(Model::Pzem016, 1),
+                SimMeter::new(Model::Pzem017, 2),
+            ],
+            true,
+        )
+    }
+
+    #[test]
+    fn probes_registers_publishes_then_polls_each_meter_once_per_interval() {
+        let mut rig = two_meters();
+        rig.run_for(SECOND / 2);
+        assert_eq!(
+            rig.services(),
+            vec![
+                ("com.victronenergy.grid.pzem_ttyTEST_1".into(), 40),
+                ("com.victronenergy.dcload.pzem_ttyTEST_2".into(), 41)
+            ]
+        );
+        let t0 = rig.now;
+        rig.run_for(10 * SECOND);
+        for a in [addr(1), addr(2)] {
+            let p = rig.published(a);
+            assert!((10..=11).contains(&p.len()), "{} polls of {a} in 10 s", p.len());
+            for w in p.windows(2) {
+                let gap = w[1].0 - w[0].0;
+                assert!(gap >= SECOND - Duration::from_millis(1) && gap < SECOND + Duration::from_millis(50));
+                assert!(w[1].1 >= w[0].1, "energy went back");
+            }
+        }
+        // Each request waits for the silence after the previous reply.
+        let quiet = Duration::from_micros(frame_gap_us(StopBits::Two));
+        let tx: Vec<_> = rig.transmits().into_iter().filter(|t| t.0 > t0).collect();
+        for w in tx.windows(2) {
+            assert!(w[1].0 - w[0].0 >= TURNAROUND + quiet, "{:?}", w[1].0 - w[0].0);
+        }
+        // AC meters are asked for 10 registers, DC meters for 8.
+        assert!(tx.iter().all(|&(_, a, n)| (a, n) == (1, 10) || (a, n) == (2, 8)));
+        assert_eq!(rig.exited(), None);
+    }
+
+    #[test]
+    fn interval_zero_polls_back_to_back_at_the_silence() {
+        let mut cfg = config(vec![spec(1, "016", None), spec(2, "017", None)]);
+        cfg.poll_interval = Duration::ZERO;
+        let mut rig = Rig::new(
+            cfg,
+            vec![SimMeter::new(Model::Pzem016, 1), SimMeter::new(Model::Pzem017, 2)],
+            true,
+        );
+        rig.run_for(SECOND);
+        let quiet = Duration::from_micros(frame_gap_us(StopBits::Two));
+        let tx = rig.transmits();
+        let n = tx.len() as u32;
+        // Every request goes out exactly one turnaround plus one silence after the last.
+        assert!(n >= SECOND.as_micros() as u32 / (TURNAROUND + quiet).as_micros() as u32 - 1, "{n}");
+        for w in tx.windows(2).skip(4) {
+            assert_eq!(w[1].0 - w[0].0, TURNAROUND + quiet);
+        }
+    }
+
+    #[test]
+    fn no_answer_at_start_up_exits_1_within_the_budget_having_sent_only_reads() {
+        let mut rig = Rig::new(config(vec![spec(1, "auto", None), spec(7, "016", None)]), vec![], true);
+        rig.run_for(10 * SECOND);
+        assert_eq!(rig.exited(), Some(ExitReason::NoMeter));
+        let (t_exit, _) = rig.log.last().unwrap();
+        assert!(*t_exit - rig.log[0].0 < Duration::from_secs(2), "4 tries of 300 ms");
+        let tx = rig.transmits();
+        assert_eq!(tx.len(), 4, "two tries per meter");
+        assert!(rig.count(|c| matches!(c, Command::Register { .. } | Command::StartService { .. })) == 0);
+    }
+
+    #[test]
+    fn a_silent_meter_is_invalidated_once_and_published_again_when_back() {
+        let mut rig = two_meters();
+        rig.run_for(3 * SECOND);
+        rig.bus.meter_mut(1).unwrap().silent = true;
+        let silent_from = rig.now;
+        rig.run_for(5 * SECOND);
+        let invalidated: Vec<_> = rig
+            .log
+            .iter()
+            .filter(|(_, c)| *c == Command::Invalidate { address: addr(1) })
+            .map(|(t, _)| *t)
+            .collect();
+        assert_eq!(invalidated.len(), 1);
+        // After the third failed poll, not before.
+        assert!(invalidated[0] - silent_from >= 2 * SECOND, "{:?}", invalidated[0] - silent_from);
+        assert!(rig.published(addr(1)).iter().all(|(t, _)| *t < silent_from + SECOND));
+        // The DC meter carried on.
+        assert!(rig.published(addr(2)).iter().filter(|(t, _)| *t > silent_from).count() >= 4);
+        rig.bus.meter_mut(1).unwrap().silent = false;
+        let back = rig.now;
+        rig.run_for(2 * SECOND);
+        assert!(rig.published(addr(1)).iter().any(|(t, _)| *t > back));
+    }
+
+    #[test]
+    fn exits_when_every_meter_was_silent_for_the_limit_and_not_before() {
+        let mut cfg = config(vec![spec(1, "016", None), spec(2, "017", None)]);
+        cfg.silent_exit = Some(Duration::from_secs(5));
+        let mut rig = Rig::new(
+            cfg,
+            vec![SimMeter::new(Model::Pzem016, 1), SimMeter::new(Model::Pzem017, 2)],
+            true,
+        );
+        rig.run_for(2 * SECOND);
+        rig.bus.meter_mut(1).unwrap().silent = true;
+        rig.run_for(10 * SECOND);
+        assert_eq!(rig.exited(), None, "one meter still answers");
+        rig.bus.meter_mut(2).unwrap().silent = true;
+        let all_silent = rig.now;
+        rig.run_for(10 * SECOND);
+        assert_eq!(rig.exited(), Some(ExitReason::NoMeter));
+        let t_exit = rig.log.last().unwrap().0;
+        assert!(t_exit - all_silent >= Duration::from_secs(4) && t_exit - all_silent < Duration::from_secs(7));
+    }
+
+    #[test]
+    fn a_role_write_stores_the_class_and_re_registers_under_the_new_class() {
+        let mut rig = two_meters();
+        rig.run_for(2 * SECOND);
+        let now = rig.now;
+        let w = |rig: &mut Rig, a: u8, path: &str, v: Value| rig.line.handle_write(now, addr(a), path, &v);
+        assert_eq!(w(&mut rig, 1, "/Role", "dcload".into()), WriteOutcome::Reject(SET_REJECTED));
+        assert_eq!(w(&mut rig, 1, "/Role", "battery".into()), WriteOutcome::Reject(SET_REJECTED));
+        assert_eq!(w(&mut rig, 1, "/Role", Value::Int(3)), WriteOutcome::Reject(SET_REJECTED));
+        assert_eq!(w(&mut rig, 9, "/Role", "grid".into()), WriteOutcome::Reject(SET_REJECTED));
+        assert_eq!(w(&mut rig, 1, "/Role", "grid".into()), WriteOutcome::Accept, "unchanged is fine");
+        assert_eq!(rig.line.poll_command(), None, "nothing to store");
+        assert_eq!(w(&mut rig, 1, "/Role", "acload".into()), WriteOutcome::Accept);
+        rig.run_for(2 * SECOND);
+        let services = rig.services();
+        // localsettings (the double) moved the instance to 140: that is what is published.
+        assert_eq!(services.last().unwrap(), &("com.victronenergy.acload.pzem_ttyTEST_1".into(), 140));
+        let restarted = rig
+            .log
+            .iter()
+            .rposition(|(_, c)| matches!(c, Command::StartService { .. }))
+            .unwrap();
+        assert!(
+            rig.log[restarted..]
+                .iter()
+                .any(|(_, c)| matches!(c, Command::Publish { address, .. } if *address == addr(1))),
+            "published again under the new class"
+        );
+    }
+
+    #[test]
+    fn without_localsettings_roles_get_free_instances_from_40() {
+        let mut rig = Rig::new(
+            config(vec![spec(1, "016", Some(Role::Grid)), spec(2, "016", Some(Role::Grid))]),
+            vec![SimMeter::new(Model::Pzem016, 1), SimMeter::new(Model::Pzem016, 2)],
+            false,
+        );
+        rig.run_for(SECOND);
+        let names: Vec<i32> = rig.services().iter().map(|s| s.1).collect();
+        assert_eq!(names, vec![40, 41]);
+        rig.line.handle_write(rig.now, addr(2), "/Role", &"acload".into());
+        rig.run_for(SECOND);
+        assert_eq!(
+            rig.services().last().unwrap(),
+            &("com.victronenergy.acload.pzem_ttyTEST_2".into(), 40)
+        );
+    }
+
+    #[test]
+    fn name_and_position_writes_are_checked_and_stored() {
+        let mut rig = Rig::new(
+            config(vec![spec(1, "016", Some(Role::PvInverter))]),
+            vec![SimMeter::new(Model::Pzem016, 1)],
+            true,
+        );
+        rig.run_for(SECOND);
+        let now = rig.now;
+        let mut w = |path: &str, v: Value| rig.line.handle_write(now, addr(1), path, &v);
+        assert_eq!(w("/CustomName", "Shed\n".into()), WriteOutcome::Reject(SET_REJECTED));
+        assert_eq!(w("/CustomName", "x".repeat(65).into()), WriteOutcome::Reject(SET_REJECTED));
+        assert_eq!(w("/Position", Value::Int(3)), WriteOutcome::Reject(SET_REJECTED));
+        assert_eq!(w("/Position", Value::Int(-1)), WriteOutcome::Reject(SET_REJECTED));
+        assert_eq!(w("/Ac/Power", Value::Double(1.0)), WriteOutcome::Reject(SET_REJECTED));
+        assert_eq!(w("/CustomName", "Shed".into()), WriteOutcome::Accept);
+        assert_eq!(w("/Position", Value::Int(2)), WriteOutcome::Accept);
+        let stores: Vec<Command> = std::iter::from_fn(|| rig.line.poll_command()).collect();
+        assert_eq!(
+            stores,
+            vec![
+                Command::StoreSetting {
+                    address: addr(1),
+                    field: Field::CustomName,
+                    value: "Shed".into()
+                },
+                Command::StoreSetting {
+                    address: addr(1),
+                    field: Field::Position,
+                    value: Value::Int(2)
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn instance_edits_in_localsettings_re_register_and_bad_ones_are_ignored() {
+        let mut rig = two_meters();
+        rig.run_for(SECOND);
+        let id = rig.line.meter_id(addr(1)).unwrap().to_owned();
+        let change = |field, value: &str| SettingChange {
+            device: id.clone(),
+            field,
+            value: value.into(),
+        };
+        let n = rig.services().len();
+        for bad in ["grid", "dcload:3", "grid:x", "grid:40"] {
+            rig.line.handle_setting(rig.now, change(Field::ClassAndVrmInstance, bad));
+        }
+        rig.run_for(SECOND);
+        assert_eq!(rig.services().len(), n, "nothing re-registered");
+        rig.line.handle_setting(rig.now, change(Field::ClassAndVrmInstance, "grid:45"));
+        rig.line.handle_setting(rig.now, change(Field::CustomName, "Mains"));
+        rig.run_for(SECOND);
+        assert_eq!(rig.services().last().unwrap().1, 45);
+        assert_eq!(
+            rig.count(|c| *c
+                == Command::SetPath {
+                    address: addr(1),
+                    path: "/CustomName",
+                    value: "Mains".into()
+                }),
+            1
+        );
+    }
+
+    #[test]
+    fn a_counter_reset_is_saved_at_once_and_the_total_never_drops() {
+        let mut rig = two_meters();
+        rig.line.restore_energy(
+            addr(1),
+            EnergyState {
+                offset_wh: 0,
+                last_raw_wh: Some(5_000),
+            },
+        );
+        rig.bus.meter_mut(1).unwrap().set_energy_wh(5_010);
+        rig.run_for(3 * SECOND);
+        assert_eq!(rig.count(|c| matches!(c, Command::SaveEnergy { .. })), 0);
+        rig.bus.meter_mut(1).unwrap().set_energy_wh(0);
+        rig.run_for(3 * SECOND);
+        let saves: Vec<EnergyState> = rig
+            .log
+            .iter()
+            .filter_map(|(_, c)| match c {
+                Command::SaveEnergy { address, state } if *address == addr(1) => Some(*state),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(saves.len(), 1);
+        assert!(saves[0].offset_wh >= 5_010);
+        let kwh: Vec<f64> = rig.published(addr(1)).iter().map(|p| p.1).collect();
+        assert!(kwh.windows(2).all(|w| w[1] >= w[0]), "{kwh:?}");
+        assert!(*kwh.last().unwrap() >= 5.010);
+    }
+
+    #[test]
+    fn changed_energy_is_saved_every_ten_minutes_and_at_shutdown() {
+        let mut rig = two_meters();
+        rig.run_for(ENERGY_SAVE_EVERY + 5 * SECOND);
+        let saves = rig.count(|c| matches!(c, Command::SaveEnergy { .. }));
+        assert_eq!(saves, 2, "one per meter whose counter moved");
+        rig.run_for(10 * SECOND);
+        rig.line.shutdown(rig.now, ExitReason::Stopped);
+        rig.drain();
+        let tail: Vec<&Command> = rig.log.iter().rev().take(3).map(|(_, c)| c).collect();
+        assert_eq!(tail[0], &Command::Exit(ExitReason::Stopped));
+        assert!(tail[1..].iter().all(|c| matches!(c, Command::SaveEnergy { .. })));
+    }
+
+    #[test]
+    fn an_auto_meter_refusing_ac_registers_is_read_as_dc() {
+        let mut rig = Rig::new(
+            config(vec![spec(5, "auto", None)]),
+            vec![SimMeter::new(Model::Pzem017, 5)],
+            true,
+        );
+        rig.run_for(3 * SECOND);
+        let reg: Vec<Role> = rig
+            .log
+            .iter()
+            .filter_map(|(_, c)| match c {
+                Command::Register { default_role, .. } => Some(*default_role),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(reg, vec![Role::DcSource]);
+        assert_eq!(rig.services()[0].0, "com.victronenergy.dcsource.pzem_ttyTEST_5");
+        assert!(rig.published(addr(5)).len() >= 2);
+        // After the first, every read asks for the DC registers only.
+        assert!(rig.transmits().iter().skip(2).all(|t| t.2 == 8));
+    }
+
+    #[test]
+    fn the_deadline_is_the_next_cycle_between_cycles() {
+        let mut rig = two_meters();
+        rig.run_for(2500 * Duration::from_millis(1));
+        let d = rig.line.deadline().unwrap();
+        let last_tx = rig.transmits().last().unwrap().0;
+        assert!(d > rig.now && d - last_tx < SECOND, "{:?}", d - rig.now);
+        // Nothing happens before it.
+        let before = rig.log.len();
+        rig.line.handle_timeout(d - Duration::from_millis(1));
+        assert_eq!(rig.line.poll_command(), None);
+        assert_eq!(rig.log.len(), before);
+    }
+}
