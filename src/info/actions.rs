@@ -12,6 +12,7 @@ use crate::ac::AcParameters;
 use crate::address::Address;
 use crate::client::{Client, Parameters, Reading};
 use crate::dc::{DcParameters, Shunt};
+use crate::energy::max_plausible_increase_wh;
 use crate::error::Error;
 use crate::model::{Family, Model, ModelChoice};
 use crate::transport::Transport;
@@ -383,10 +384,7 @@ pub fn reset_energy<T: Transport>(
     let mut reading = client
         .read(address, family)
         .map_err(failed(address, Step::ReadEnergyBack, true))?;
-    let allowed = |sent: Instant| {
-        let ms = u64::try_from(sent.elapsed().as_millis()).unwrap_or(u64::MAX);
-        1 + u64::from(family.max_power_w()).saturating_mul(ms) / 3_600_000
-    };
+    let allowed = |sent: Instant| max_plausible_increase_wh(family, sent.elapsed());
     if u64::from(reading.energy_wh()) > allowed(sent) {
         // The meter refreshes its registers about once a second.
         std::thread::sleep(RESET_REFRESH);
