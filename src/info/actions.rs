@@ -171,15 +171,6 @@ fn failed(address: Address, step: Step, answered_before: bool) -> impl FnOnce(Er
     }
 }
 
-/// The model to show: the one named with `-t` if it is of the family
-/// found, else the family's generic model.
-pub fn model_for(choice: ModelChoice, family: Family) -> Model {
-    match choice {
-        ModelChoice::Known(m) if m.family() == family => m,
-        _ => Model::generic(family),
-    }
-}
-
 /// Identify the meter and read its measurements and parameters.
 pub fn show<T: Transport>(client: &mut Client<T>, target: Target) -> Result<MeterReport, ActionError> {
     let address = target.address;
@@ -198,7 +189,7 @@ pub fn show<T: Transport>(client: &mut Client<T>, target: Target) -> Result<Mete
             .map_err(failed(address, Step::ReadParameters, true))?;
     Ok(MeterReport {
         queried: address,
-        model: model_for(target.model, reading.family()),
+        model: target.model.resolve(Some(reading.family())),
         reading,
         parameters,
     })
@@ -248,7 +239,7 @@ pub fn scan<T: Transport>(
     let mut issues = Vec::new();
     let hit = |address: Address, reading: Reading| ScanHit {
         address,
-        model: model_for(choice, reading.family()),
+        model: choice.resolve(Some(reading.family())),
         reading,
     };
     for address in range.addresses() {
@@ -330,7 +321,7 @@ pub fn set_address<T: Transport>(
         Ok(Some(reading)) => {
             return Err(ActionError::AddressTaken {
                 address: new,
-                model: model_for(target.model, reading.family()),
+                model: target.model.resolve(Some(reading.family())),
             });
         }
         Err(e) => return Err(failed(new, Step::CheckNewAddress, false)(e)),
