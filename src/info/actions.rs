@@ -10,11 +10,12 @@ use std::time::{Duration, Instant};
 
 use crate::ac::AcParameters;
 use crate::address::Address;
-use crate::client::{Client, Parameters, Reading};
+use crate::client::Client;
 use crate::dc::{DcParameters, Shunt};
 use crate::energy::max_plausible_increase_wh;
 use crate::error::Error;
 use crate::model::{Family, Model, ModelChoice};
+use crate::reading::{Parameters, Reading};
 use crate::transport::Transport;
 
 use super::exit::Exit;

@@ -3,10 +3,10 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use crate::client::Reading;
 use crate::crc::{crc_bytes, frame_crc_ok};
 use crate::frame::{ExceptionCode, RTU_EXCEPTION_LEN};
 use crate::model::Family;
+use crate::reading::Reading;
 
 use super::meter::{MeterReply, SimMeter};
 use super::rng::Rng;
