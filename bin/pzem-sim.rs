@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use getopts::Options;
 use pzem::sim::{Faults, Pacing, SimBus, SimMeter, SimServer, TcpFraming};
+use pzem::venus::config::parse_address_and_model;
 use pzem::{Address, ModelChoice, StopBits};
 
 const USAGE_TAIL: &str = "\
@@ -141,19 +142,15 @@ fn main() -> ExitCode {
     }
 }
 
+/// One `-m ADDR:MODEL` flag: the address and model rules are pzem-dbus's
+/// ([`parse_address_and_model`]); a simulated meter also needs a known model.
 fn parse_meter(spec: &str) -> Result<SimMeter, String> {
     let (addr, model) = spec
         .split_once(':')
         .ok_or_else(|| format!("-m {spec}: expected ADDR:MODEL, e.g. 1:016"))?;
-    let address = Address::parse(addr).map_err(|e| format!("-m {spec}: {e}"))?;
-    if address.is_general() {
-        return Err(format!(
-            "-m {spec}: a meter needs a unit address 1-247, not the general address"
-        ));
-    }
-    match model.parse::<ModelChoice>() {
-        Ok(ModelChoice::Known(model)) => Ok(SimMeter::new(model, address.get())),
-        Ok(ModelChoice::Auto) => Err(format!("-m {spec}: a simulated meter needs a model, not auto")),
+    match parse_address_and_model(addr, model) {
+        Ok((address, ModelChoice::Known(model))) => Ok(SimMeter::new(model, address.get())),
+        Ok((_, ModelChoice::Auto)) => Err(format!("-m {spec}: a simulated meter needs a model, not auto")),
         Err(e) => Err(format!("-m {spec}: {e}")),
     }
 }
@@ -161,4 +158,30 @@ fn parse_meter(spec: &str) -> Result<SimMeter, String> {
 fn usage_error(message: &str) -> ExitCode {
     eprintln!("pzem-sim: {message}\nTry 'pzem-sim --help'.");
     ExitCode::from(2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pzem::{Family, Model};
+
+    #[test]
+    fn meter_flags() {
+        let m = parse_meter("1:016").unwrap();
+        assert_eq!((m.address, m.model(), m.family()), (1, Model::Pzem016, Family::Ac));
+        let m = parse_meter("0x0A:pzem-017").unwrap();
+        assert_eq!((m.address, m.model()), (10, Model::Pzem017));
+        assert_eq!(parse_meter("247:dc").unwrap().family(), Family::Dc);
+    }
+
+    #[test]
+    fn meter_flag_errors_name_the_flag() {
+        let err = |spec: &str| parse_meter(spec).unwrap_err();
+        assert_eq!(err("1"), "-m 1: expected ADDR:MODEL, e.g. 1:016");
+        assert!(err("0:016").starts_with("-m 0:016: invalid Modbus address 0"));
+        assert!(err("0xF8:016").contains("general address 0xF8"), "{}", err("0xF8:016"));
+        assert!(err("1:018").starts_with("-m 1:018: unknown meter model '018'"));
+        assert!(err("1:016:grid").contains("unknown meter model"));
+        assert_eq!(err("1:auto"), "-m 1:auto: a simulated meter needs a model, not auto");
+    }
 }

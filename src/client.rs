@@ -10,41 +10,9 @@ use crate::frame::{ExceptionCode, FrameError, MAX_RTU_FRAME, Registers, Reply, R
 use crate::model::Family;
 use crate::transport::Transport;
 
-/// One measurement snapshot of either family.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Reading {
-    /// From an AC meter.
-    Ac(AcReading),
-    /// From a DC meter.
-    Dc(DcReading),
-}
-
-impl Reading {
-    /// The family the reading came from.
-    pub fn family(&self) -> Family {
-        match self {
-            Reading::Ac(_) => Family::Ac,
-            Reading::Dc(_) => Family::Dc,
-        }
-    }
-
-    /// The meter's energy counter in Wh.
-    pub fn energy_wh(&self) -> u32 {
-        match self {
-            Reading::Ac(r) => r.energy_wh,
-            Reading::Dc(r) => r.energy_wh,
-        }
-    }
-}
-
-/// Parameters of either family.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Parameters {
-    /// Of an AC meter.
-    Ac(AcParameters),
-    /// Of a DC meter.
-    Dc(DcParameters),
-}
+// Kept here so that `crate::client::Reading` and `pzem::client::Parameters` still
+// resolve: the types themselves are sans-IO and live in `crate::reading`.
+pub use crate::reading::{Parameters, Reading};
 
 /// Requests to meters, with bounded retries of transient failures (no
 /// answer, garbled reply). Refusals and verification failures are never

@@ -9,21 +9,46 @@
 //!
 //! The state is small ([`EnergyState`]) and has a one-line text format for
 //! persistence ([`EnergyState::to_line`], [`EnergyState::parse`]).
+//!
+//! What counts as plausible is [`max_plausible_increase_wh`], the one bound
+//! every caller uses (the service's jump check, pzem-info's check after a reset).
 
 use std::fmt;
 use std::time::Duration;
 
 use crate::model::Family;
 
-/// The largest counter increase a meter of `family` can plausibly make in
-/// `elapsed`: its maximum power for that long, rounded up, plus 2 Wh for the
-/// counter's 1 Wh resolution at both ends.
+/// Wh added to the power × time bound of [`max_plausible_increase_wh`].
+///
+/// The counter counts whole Wh, so the difference of two readings can exceed the
+/// energy counted between them by up to (not including) 1 Wh, whether the meter
+/// truncates or rounds, and also right after a reset that left the meter's fraction
+/// of a Wh in place. The second Wh is slack for timing: the meter refreshes its
+/// registers about once a second, so a reading can be a little older than the moment
+/// it was read, and the time the meter counted over a little longer than the time
+/// between the reads. (The bound assumes the family's maximum power, far above what
+/// real loads draw for long, which covers the rest.)
+pub const PLAUSIBILITY_MARGIN_WH: u64 = 2;
+
+/// The largest increase of a meter's energy counter, Wh, that is plausible after
+/// `elapsed`: the family's maximum power ([`Family::max_power_w`]) for all of that time,
+/// rounded up to a whole Wh, plus [`PLAUSIBILITY_MARGIN_WH`].
+///
+/// Integer arithmetic (nanoseconds), no overflow: it saturates at `u64::MAX`.
+///
+/// ```
+/// use std::time::Duration;
+/// use pzem::Family;
+/// use pzem::energy::max_plausible_increase_wh;
+/// // A DC meter (90 kW) in one second: 25 Wh, plus the margin.
+/// assert_eq!(max_plausible_increase_wh(Family::Dc, Duration::from_secs(1)), 27);
+/// ```
 pub fn max_plausible_increase_wh(family: Family, elapsed: Duration) -> u64 {
-    let ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
-    u64::from(family.max_power_w())
-        .saturating_mul(ms)
-        .div_ceil(3_600_000)
-        .saturating_add(2)
+    const NANOS_PER_HOUR: u128 = 3_600 * 1_000_000_000;
+    let max_wh = (u128::from(family.max_power_w()) * elapsed.as_nanos()).div_ceil(NANOS_PER_HOUR);
+    u64::try_from(max_wh)
+        .unwrap_or(u64::MAX)
+        .saturating_add(PLAUSIBILITY_MARGIN_WH)
 }
 
 /// What must survive a restart: the offset and the last raw counter seen.
@@ -184,6 +209,49 @@ impl MonotonicEnergy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plausible_increase_is_max_power_times_time_rounded_up_plus_margin() {
+        let bound = max_plausible_increase_wh;
+        let ms = Duration::from_millis;
+        // No time, no energy: the margin alone.
+        assert_eq!(bound(Family::Ac, Duration::ZERO), PLAUSIBILITY_MARGIN_WH);
+        // One hour at the family's maximum power.
+        assert_eq!(bound(Family::Ac, Duration::from_secs(3600)), 26_000 + 2);
+        assert_eq!(bound(Family::Dc, Duration::from_secs(3600)), 90_000 + 2);
+        // Exact: 90 kW for 1 s is 25 Wh; one nanosecond more rounds up to 26.
+        assert_eq!(bound(Family::Dc, Duration::from_secs(1)), 25 + 2);
+        assert_eq!(bound(Family::Dc, Duration::new(1, 1)), 26 + 2);
+        // Any time at all counts as (up to) one more Wh: 26 kW for 1 ms is 0.007 Wh.
+        assert_eq!(bound(Family::Ac, ms(1)), 1 + 2);
+        assert_eq!(bound(Family::Ac, Duration::from_nanos(1)), 1 + 2);
+        // A poll interval: 26 kW for 1.5 s is 10.83 Wh.
+        assert_eq!(bound(Family::Ac, ms(1500)), 11 + 2);
+        // Never overflows.
+        assert_eq!(bound(Family::Dc, Duration::MAX), u64::MAX);
+    }
+
+    #[test]
+    fn plausible_increase_agrees_with_the_float_formula_and_only_grows() {
+        // The service used (max_power_w * secs / 3600).ceil() + 2 in floating point. The
+        // same, except where the product is a whole Wh that float error pushes up by one
+        // (90 kW for 0.28 s is exactly 7 Wh; in f64 it comes out above 7 and rounds to 8).
+        let mut last = 0;
+        for n in 0..20_000u64 {
+            let elapsed = Duration::from_millis(n * 7);
+            for family in [Family::Ac, Family::Dc] {
+                let float = (f64::from(family.max_power_w()) * elapsed.as_secs_f64() / 3600.0).ceil() as u64 + 2;
+                let int = max_plausible_increase_wh(family, elapsed);
+                let whole = u64::from(family.max_power_w()) * (n * 7) % 3_600_000 == 0;
+                if !(whole && int + 1 == float) {
+                    assert_eq!(int, float, "{family} {elapsed:?}");
+                }
+            }
+            let dc = max_plausible_increase_wh(Family::Dc, elapsed);
+            assert!(dc >= last && dc >= max_plausible_increase_wh(Family::Ac, elapsed));
+            last = dc;
+        }
+    }
 
     #[test]
     fn normal_counting_passes_through() {

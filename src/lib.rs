@@ -1,8 +1,8 @@
 //! Peacefair PZEM energy meters over Modbus-RTU, for Victron Venus OS.
 //!
 //! The core is sans-IO and allocation-free: [`frame`] builds requests and
-//! validates replies, [`ac`] and [`dc`] decode the two register maps,
-//! [`model`] knows the meters and their serial settings. I/O sits at the
+//! validates replies, [`ac`] and [`dc`] decode the two register maps into
+//! [`reading`]s, [`model`] knows the meters and their serial settings. I/O sits at the
 //! edges: [`transport`] carries frames over a [`transport::Port`] (serial
 //! line with feature `serial`, or [`tcp`]), and [`Client`] offers typed
 //! operations with bounded retries. [`sim`] emulates meters for tests,
@@ -30,6 +30,7 @@ pub mod line;
 pub mod model;
 #[cfg(unix)]
 pub mod poll_set;
+pub mod reading;
 #[cfg(feature = "serial")]
 pub mod serial;
 pub mod sim;
@@ -39,10 +40,11 @@ pub mod venus;
 
 pub use ac::{AcParameters, AcReading};
 pub use address::Address;
-pub use client::{Client, Parameters, Reading};
+pub use client::Client;
 pub use dc::{DcParameters, DcReading, Shunt};
 pub use error::Error;
 pub use frame::{ExceptionCode, FrameError, Function, Reply, Request};
 pub use line::Line;
 pub use model::{Family, Model, ModelChoice, StopBits};
+pub use reading::{Parameters, Reading};
 pub use transport::{Port, RtuTransport, Transport};

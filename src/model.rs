@@ -178,20 +178,36 @@ pub enum ModelChoice {
 }
 
 impl ModelChoice {
-    /// The model to show: the configured one, or for `auto` the generic
-    /// model of the family found (a generic AC one until one is found).
-    pub fn resolve(self, family: Option<Family>) -> Model {
-        match self {
-            ModelChoice::Known(m) => m,
-            ModelChoice::Auto => Model::generic(family.unwrap_or(Family::Ac)),
-        }
-    }
 
     /// The family, when the model is known.
     pub fn family(self) -> Option<Family> {
         match self {
             ModelChoice::Known(m) => Some(m.family()),
             ModelChoice::Auto => None,
+        }
+    }
+
+    /// The model to name a meter by, given the family it was found to be, if it has
+    /// been identified yet.
+    ///
+    /// The family read from the meter wins over the name: a named model of that family
+    /// is kept, a named model of the other family (the meter is not what was named)
+    /// and `auto` give the family's generic model. Before the family is known, a named
+    /// model is taken as it is, and `auto` gives the generic AC model as a placeholder.
+    ///
+    /// ```
+    /// use pzem::{Family, Model, ModelChoice};
+    /// let named = ModelChoice::Known(Model::Pzem016);
+    /// assert_eq!(named.resolve(Some(Family::Ac)), Model::Pzem016);
+    /// assert_eq!(named.resolve(Some(Family::Dc)), Model::GenericDc);
+    /// assert_eq!(ModelChoice::Auto.resolve(Some(Family::Dc)), Model::GenericDc);
+    /// ```
+    pub fn resolve(self, family: Option<Family>) -> Model {
+        match (self, family) {
+            (ModelChoice::Known(m), None) => m,
+            (ModelChoice::Known(m), Some(f)) if m.family() == f => m,
+            (_, Some(f)) => Model::generic(f),
+            (ModelChoice::Auto, None) => Model::generic(Family::Ac),
         }
     }
 }
@@ -245,6 +261,34 @@ mod tests {
         assert!("018".parse::<ModelChoice>().is_err());
         assert_eq!(Model::Pzem003.family(), Family::Dc);
         assert_eq!(Model::Pzem014.family(), Family::Ac);
+    }
+
+    #[test]
+    fn resolve_prefers_the_family_found() {
+        let all = [
+            Model::Pzem004T,
+            Model::Pzem014,
+            Model::Pzem016,
+            Model::Pzem003,
+            Model::Pzem017,
+            Model::GenericAc,
+            Model::GenericDc,
+        ];
+        for m in all {
+            let named = ModelChoice::Known(m);
+            assert_eq!(named.resolve(None), m);
+            assert_eq!(named.resolve(Some(m.family())), m);
+            for f in [Family::Ac, Family::Dc] {
+                let got = named.resolve(Some(f));
+                assert_eq!(got.family(), f, "{m} found {f}");
+                if f != m.family() {
+                    assert_eq!(got, Model::generic(f), "{m} found {f}");
+                }
+            }
+        }
+        assert_eq!(ModelChoice::Auto.resolve(Some(Family::Ac)), Model::GenericAc);
+        assert_eq!(ModelChoice::Auto.resolve(Some(Family::Dc)), Model::GenericDc);
+        assert_eq!(ModelChoice::Auto.resolve(None), Model::GenericAc);
     }
 
     #[test]

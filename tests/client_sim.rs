@@ -171,9 +171,20 @@ fn retries_recover_from_transient_faults() {
     let sim = SimServer::pty(bus, Pacing::NONE).unwrap();
     let mut client = pty_client(&sim);
     client.set_retries(5);
+    let before = sim.bus().requests();
     for _ in 0..50 {
         client.read_ac(a(1)).unwrap();
     }
+    // The faults really happened (about 0.3 of ~70 replies), and each cost one retry:
+    // every read succeeded, so the line carried the 50 good requests plus one per bad CRC.
+    let bus = sim.bus();
+    let injected = bus.injected();
+    assert!(
+        injected.bad_crc >= 5,
+        "too few faults to show retries work: {injected:?}"
+    );
+    assert_eq!(injected.altered(), injected.bad_crc, "{injected:?}");
+    assert_eq!(bus.requests() - before, 50 + injected.bad_crc, "{injected:?}");
 }
 
 #[test]

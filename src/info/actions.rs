@@ -10,10 +10,12 @@ use std::time::{Duration, Instant};
 
 use crate::ac::AcParameters;
 use crate::address::Address;
-use crate::client::{Client, Parameters, Reading};
+use crate::client::Client;
 use crate::dc::{DcParameters, Shunt};
+use crate::energy::max_plausible_increase_wh;
 use crate::error::Error;
 use crate::model::{Family, Model, ModelChoice};
+use crate::reading::{Parameters, Reading};
 use crate::transport::Transport;
 
 use super::exit::Exit;
@@ -170,15 +172,6 @@ fn failed(address: Address, step: Step, answered_before: bool) -> impl FnOnce(Er
     }
 }
 
-/// The model to show: the one named with `-t` if it is of the family
-/// found, else the family's generic model.
-pub fn model_for(choice: ModelChoice, family: Family) -> Model {
-    match choice {
-        ModelChoice::Known(m) if m.family() == family => m,
-        _ => Model::generic(family),
-    }
-}
-
 /// Identify the meter and read its measurements and parameters.
 pub fn show<T: Transport>(client: &mut Client<T>, target: Target) -> Result<MeterReport, ActionError> {
     let address = target.address;
@@ -197,7 +190,7 @@ pub fn show<T: Transport>(client: &mut Client<T>, target: Target) -> Result<Mete
             .map_err(failed(address, Step::ReadParameters, true))?;
     Ok(MeterReport {
         queried: address,
-        model: model_for(target.model, reading.family()),
+        model: target.model.resolve(Some(reading.family())),
         reading,
         parameters,
     })
@@ -247,7 +240,7 @@ pub fn scan<T: Transport>(
     let mut issues = Vec::new();
     let hit = |address: Address, reading: Reading| ScanHit {
         address,
-        model: model_for(choice, reading.family()),
+        model: choice.resolve(Some(reading.family())),
         reading,
     };
     for address in range.addresses() {
@@ -329,7 +322,7 @@ pub fn set_address<T: Transport>(
         Ok(Some(reading)) => {
             return Err(ActionError::AddressTaken {
                 address: new,
-                model: model_for(target.model, reading.family()),
+                model: target.model.resolve(Some(reading.family())),
             });
         }
         Err(e) => return Err(failed(new, Step::CheckNewAddress, false)(e)),
@@ -383,10 +376,7 @@ pub fn reset_energy<T: Transport>(
     let mut reading = client
         .read(address, family)
         .map_err(failed(address, Step::ReadEnergyBack, true))?;
-    let allowed = |sent: Instant| {
-        let ms = u64::try_from(sent.elapsed().as_millis()).unwrap_or(u64::MAX);
-        1 + u64::from(family.max_power_w()).saturating_mul(ms) / 3_600_000
-    };
+    let allowed = |sent: Instant| max_plausible_increase_wh(family, sent.elapsed());
     if u64::from(reading.energy_wh()) > allowed(sent) {
         // The meter refreshes its registers about once a second.
         std::thread::sleep(RESET_REFRESH);

@@ -1,7 +1,7 @@
 //! The `--json` output: one document with the same content as the text.
 
-use crate::client::Reading;
 use crate::model::Model;
+use crate::reading::Reading;
 
 use super::PROGRAM;
 use super::json_writer::Value;
@@ -145,7 +145,7 @@ pub fn error_document(action: &str, device: &str, exit_code: u8, address: Option
 mod tests {
     use super::*;
     use crate::address::Address;
-    use crate::client::Parameters;
+    use crate::reading::Parameters;
     use crate::{AcParameters, AcReading, DcParameters, DcReading, Shunt};
 
     fn dc() -> MeterReport {

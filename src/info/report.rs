@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use crate::address::Address;
-use crate::client::{Parameters, Reading};
 use crate::dc::Shunt;
 use crate::model::{Family, Model};
+use crate::reading::{Parameters, Reading};
 
 /// One meter: who it is, what it measures and how it is set up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

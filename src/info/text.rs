@@ -3,8 +3,8 @@
 use std::fmt::Write as _;
 
 use crate::address::Address;
-use crate::client::Reading;
 use crate::model::Model;
+use crate::reading::Reading;
 
 use super::json_writer::fixed;
 use super::report::{
@@ -184,9 +184,9 @@ mod tests {
 
     use super::*;
     use crate::address::Address;
-    use crate::client::Parameters;
     use crate::dc::Shunt;
     use crate::info::report::{ScanHit, ScanIssue};
+    use crate::reading::Parameters;
     use crate::{AcParameters, AcReading, DcParameters, DcReading};
 
     fn ac_meter() -> MeterReport {

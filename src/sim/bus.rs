@@ -3,10 +3,10 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use crate::client::Reading;
 use crate::crc::{crc_bytes, frame_crc_ok};
 use crate::frame::{ExceptionCode, RTU_EXCEPTION_LEN};
 use crate::model::Family;
+use crate::reading::Reading;
 
 use super::meter::{MeterReply, SimMeter};
 use super::rng::Rng;
@@ -100,6 +100,30 @@ pub struct Served {
     pub reading: Reading,
 }
 
+/// How many faults of each kind were injected so far (replies that got one).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FaultCounts {
+    /// Replies dropped.
+    pub no_reply: u64,
+    /// Replies sent with a CRC byte altered.
+    pub bad_crc: u64,
+    /// Replies cut short.
+    pub truncated: u64,
+    /// Replies replaced by random bytes.
+    pub garbage: u64,
+    /// Replies replaced by a slave-failure exception.
+    pub exception: u64,
+    /// Replies delayed (a delayed reply can get one of the faults above too).
+    pub delayed: u64,
+}
+
+impl FaultCounts {
+    /// Replies that were not the meter's true answer: every fault except a delay.
+    pub fn altered(&self) -> u64 {
+        self.no_reply + self.bad_crc + self.truncated + self.garbage + self.exception
+    }
+}
+
 /// How many served readings are remembered.
 pub const SERVED_HISTORY: usize = 100_000;
 
@@ -114,6 +138,7 @@ pub struct SimBus {
     last_advance: Option<Instant>,
     served: VecDeque<Served>,
     requests: u64,
+    injected: FaultCounts,
 }
 
 impl SimBus {
@@ -126,6 +151,7 @@ impl SimBus {
             last_advance: None,
             served: VecDeque::new(),
             requests: 0,
+            injected: FaultCounts::default(),
         }
     }
 
@@ -142,6 +168,11 @@ impl SimBus {
     /// Requests received with a valid CRC.
     pub fn requests(&self) -> u64 {
         self.requests
+    }
+
+    /// Faults injected so far, by kind: lets a test show that its faults really happened.
+    pub fn injected(&self) -> FaultCounts {
+        self.injected
     }
 
     /// Let time pass for every meter (values move, energy integrates).
@@ -240,6 +271,7 @@ impl SimBus {
         let f = self.faults;
         if self.rng.chance(f.delay) {
             *delay = f.delay_by;
+            self.injected.delayed += 1;
         }
         let x = self.rng.unit();
         let mut edge = 0.0;
@@ -249,18 +281,23 @@ impl SimBus {
         };
         if hit(f.no_reply) {
             bytes.clear();
+            self.injected.no_reply += 1;
         } else if hit(f.bad_crc) {
             if let Some(last) = bytes.last_mut() {
                 *last ^= 0x5A;
             }
+            self.injected.bad_crc += 1;
         } else if hit(f.truncated) {
             let keep = 1 + self.rng.below(bytes.len().saturating_sub(1).max(1));
             bytes.truncate(keep);
+            self.injected.truncated += 1;
         } else if hit(f.garbage) {
             for b in bytes.iter_mut() {
                 *b = self.rng.next_u64() as u8;
             }
+            self.injected.garbage += 1;
         } else if hit(f.exception) {
+            self.injected.exception += 1;
             let mut e = vec![address, function | 0x80, ExceptionCode::SlaveDeviceFailure.byte()];
             let crc = crc_bytes(&e);
             e.extend_from_slice(&crc);
@@ -354,10 +391,16 @@ mod tests {
             .filter(|_| b.respond_rtu(frame.as_bytes(), Instant::now()).bytes.is_empty())
             .count();
         assert!((400..600).contains(&silent), "{silent}");
+        let counted = FaultCounts {
+            no_reply: silent as u64,
+            ..FaultCounts::default()
+        };
+        assert_eq!(b.injected(), counted);
         b.faults = Faults::parse("bad-crc=1").unwrap();
         let r = b.respond_rtu(frame.as_bytes(), Instant::now());
         assert_eq!(r.bytes.len(), 25);
         assert!(!crate::crc::frame_crc_ok(&r.bytes));
+        assert_eq!((b.injected().bad_crc, b.injected().altered()), (1, silent as u64 + 1));
     }
 
     #[test]

@@ -12,7 +12,7 @@ pub mod meter;
 pub mod rng;
 pub mod server;
 
-pub use bus::{Faults, LineReply, Served, SimBus};
+pub use bus::{FaultCounts, Faults, LineReply, Served, SimBus};
 pub use meter::SimMeter;
 pub use rng::Rng;
 pub use server::{Pacing, SimHandle, SimServer, TcpFraming};

@@ -17,7 +17,7 @@
 use std::fmt;
 
 use crate::address::Address;
-use crate::model::{Family, ModelChoice};
+use crate::model::{Family, ModelChoice, UnknownModel};
 
 use super::role::Role;
 
@@ -60,13 +60,7 @@ impl MeterSpec {
                 )));
             }
         };
-        let address = Address::parse(addr).map_err(|e| SpecError(format!("'{text}': {e}")))?;
-        if address.is_general() {
-            return Err(SpecError(format!(
-                "'{text}': the general address 0xF8 cannot be polled on a shared line; give the meter's own address"
-            )));
-        }
-        let model: ModelChoice = model.parse().map_err(|e| SpecError(format!("'{text}': {e}")))?;
+        let (address, model) = parse_address_and_model(addr, model).map_err(|e| SpecError(format!("'{text}': {e}")))?;
         let role = match role {
             None => None,
             Some(r) => Some(r.parse::<Role>().map_err(|e| SpecError(format!("'{text}': {e}")))?),
@@ -91,6 +85,26 @@ impl MeterSpec {
             _ => Role::default_for(family),
         }
     }
+}
+
+/// Parse the `ADDR` and `MODEL` fields of a meter (as in `-m ADDR:MODEL...`): the address
+/// as [`Address::parse`] reads it, but not the general address 0xF8 (it names no single
+/// meter: on a line with several, all of them answer), and the model as [`ModelChoice`]
+/// reads it (`auto` included).
+///
+/// The one home of these rules for every meter list: pzem-dbus's `-m` flags and config
+/// file (through [`MeterSpec::parse`]) and pzem-sim's `-m` flags. Errors do not quote
+/// the whole field; callers add that.
+pub fn parse_address_and_model(address: &str, model: &str) -> Result<(Address, ModelChoice), SpecError> {
+    let address = Address::parse(address).map_err(|e| SpecError(e.to_string()))?;
+    if address.is_general() {
+        return Err(SpecError(
+            "the general address 0xF8 cannot name one meter on a shared line; give the meter's own address (1-247)"
+                .to_string(),
+        ));
+    }
+    let model = model.parse().map_err(|e: UnknownModel| SpecError(e.to_string()))?;
+    Ok((address, model))
 }
 
 /// Parse a config file's text; an error names the line.
@@ -143,6 +157,7 @@ mod tests {
         assert!(MeterSpec::parse("1").unwrap_err().0.contains("ADDRESS:MODEL:ROLE"));
         assert!(MeterSpec::parse("0:016:grid").unwrap_err().0.contains("1 to 247"));
         assert!(MeterSpec::parse("0xF8:016:grid").unwrap_err().0.contains("general"));
+        assert!(MeterSpec::parse("x:016").unwrap_err().0.contains("not a number"));
         assert!(
             MeterSpec::parse("1:018:grid")
                 .unwrap_err()
@@ -161,6 +176,28 @@ mod tests {
                 .0
                 .contains("a DC meter but grid is an AC role")
         );
+    }
+
+    #[test]
+    fn address_and_model_fields() {
+        let m016 = ModelChoice::Known(Model::Pzem016);
+        assert_eq!(
+            parse_address_and_model("1", "016"),
+            Ok((Address::FACTORY_DEFAULT, m016))
+        );
+        assert_eq!(
+            parse_address_and_model(" 0x0A", "PZEM-017"),
+            Ok((Address::unit(10).unwrap(), ModelChoice::Known(Model::Pzem017)))
+        );
+        assert_eq!(parse_address_and_model("247", "auto").unwrap().1, ModelChoice::Auto);
+        let err = |a: &str, m: &str| parse_address_and_model(a, m).unwrap_err().0;
+        assert!(err("0", "016").contains("1 to 247"));
+        assert!(err("248", "016").contains("general address 0xF8"));
+        assert!(err("0xF8", "016").contains("general address 0xF8"));
+        assert!(err("one", "016").contains("not a number"));
+        assert!(err("1", "018").contains("unknown meter model '018'"));
+        // The field is quoted by the caller, not here.
+        assert!(!err("1", "018").starts_with('\''));
     }
 
     #[test]
