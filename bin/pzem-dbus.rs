@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use getopts::Options;
-use pzem::dbus::Bus;
 use pzem::Line;
+use pzem::dbus::Bus;
 use pzem::venus::config::{MeterSpec, check_unique, parse_config};
 use pzem::venus::meter_line::ExitReason;
 use pzem::venus::presence::DEFAULT_FAILURES;

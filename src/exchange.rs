@@ -251,7 +251,10 @@ impl Exchange {
         Some(Ended::Failed(if self.len == 0 {
             Error::NoAnswer
         } else {
-            Error::Incomplete { expected, got: self.len }
+            Error::Incomplete {
+                expected,
+                got: self.len,
+            }
         }))
     }
 
@@ -327,7 +330,9 @@ mod tests {
         let input = x.handle_input(t2, &reply[5..]);
         assert!(matches!(input.ended, Some(Ended::Reply)));
         assert_eq!(input.dropped, 0);
-        let Ok(Reply::Registers(regs)) = x.reply() else { panic!("not registers") };
+        let Ok(Reply::Registers(regs)) = x.reply() else {
+            panic!("not registers")
+        };
         assert_eq!(regs.len(), 10);
         assert!(!x.is_waiting());
         // The next request waits for the silence after the last byte.

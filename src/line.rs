@@ -169,6 +169,7 @@ impl LineStream {
 
 use std::os::fd::{AsRawFd, RawFd};
 
+#[cfg(feature = "serial")]
 fn set_fd_nonblocking(fd: RawFd) -> io::Result<()> {
     // SAFETY: fcntl on a descriptor we own; only its status flags change.
     let ok = unsafe {

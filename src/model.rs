@@ -178,7 +178,6 @@ pub enum ModelChoice {
 }
 
 impl ModelChoice {
-
     /// The family, when the model is known.
     pub fn family(self) -> Option<Family> {
         match self {

@@ -430,11 +430,13 @@ impl MeterLine {
         };
         let store = match (path, value) {
             ("/Role", Value::Str(text)) => match text.parse::<Role>() {
-                Ok(role) if Role::allowed(family).contains(&role) => (role != record.role).then_some(Command::StoreClass {
-                    address,
-                    role,
-                    instance: record.instance,
-                }),
+                Ok(role) if Role::allowed(family).contains(&role) => {
+                    (role != record.role).then_some(Command::StoreClass {
+                        address,
+                        role,
+                        instance: record.instance,
+                    })
+                }
                 _ => return WriteOutcome::Reject(SET_REJECTED),
             },
             ("/CustomName", Value::Str(name)) if name.len() <= 64 && !name.chars().any(char::is_control) => {
@@ -749,7 +751,11 @@ impl MeterLine {
         }
         for m in &self.meters {
             if !m.presence.is_present() {
-                log::warn!("no answer from address {} on {} at start-up", m.spec.address, self.config.place);
+                log::warn!(
+                    "no answer from address {} on {} at start-up",
+                    m.spec.address,
+                    self.config.place
+                );
             }
             // A meter of known family is published even when silent (its values invalid).
             if let Some(family) = m.family {
@@ -786,7 +792,9 @@ impl MeterLine {
 
     fn on_exchange_ended(&mut self, now: Instant, ended: Ended) {
         let Some(flight) = self.in_flight.take() else { return };
-        let Some(index) = self.index_of(flight.address) else { return };
+        let Some(index) = self.index_of(flight.address) else {
+            return;
+        };
         let outcome = match ended {
             Ended::Failed(e) => Outcome::Failed(PollFailure::of(&e)),
             Ended::Reply => match self.exchange.reply() {
@@ -1047,7 +1055,9 @@ mod tests {
                             self.reply = Some((self.now + TURNAROUND + r.delay, r.bytes));
                         }
                     }
-                    Command::Register { address, default_role, .. } => {
+                    Command::Register {
+                        address, default_role, ..
+                    } => {
                         let record = self.settings.then(|| {
                             let kept = self.stored.iter().find(|s| s.0 == *address).map(|s| s.1);
                             let c = kept.unwrap_or(ClassAndInstance {
@@ -1065,7 +1075,11 @@ mod tests {
                         });
                         self.line.handle_record(self.now, *address, record);
                     }
-                    Command::StoreClass { address, role, instance } => {
+                    Command::StoreClass {
+                        address,
+                        role,
+                        instance,
+                    } => {
                         let stored = if self.settings {
                             ClassStored::Stored(ClassAndInstance {
                                 role: *role,
@@ -1131,11 +1145,11 @@ mod tests {
 
     fn two_meters() -> Rig {
         Rig::new(
-            config(vec![spec(1, "016", Some(Role::Grid)), spec(2, "017", Some(Role::DcLoad))]),
-            vec![
-                SimMeter::new(Model::Pzem016, 1),
-                SimMeter::new(Model::Pzem017, 2),
-            ],
+            config(vec![
+                spec(1, "016", Some(Role::Grid)),
+                spec(2, "017", Some(Role::DcLoad)),
+            ]),
+            vec![SimMeter::new(Model::Pzem016, 1), SimMeter::new(Model::Pzem017, 2)],
             true,
         )
     }
@@ -1187,7 +1201,10 @@ mod tests {
         let tx = rig.transmits();
         let n = tx.len() as u32;
         // Every request goes out exactly one turnaround plus one silence after the last.
-        assert!(n >= SECOND.as_micros() as u32 / (TURNAROUND + quiet).as_micros() as u32 - 1, "{n}");
+        assert!(
+            n >= SECOND.as_micros() as u32 / (TURNAROUND + quiet).as_micros() as u32 - 1,
+            "{n}"
+        );
         for w in tx.windows(2).skip(4) {
             assert_eq!(w[1].0 - w[0].0, TURNAROUND + quiet);
         }
@@ -1220,7 +1237,11 @@ mod tests {
             .collect();
         assert_eq!(invalidated.len(), 1);
         // After the third failed poll, not before.
-        assert!(invalidated[0] - silent_from >= 2 * SECOND, "{:?}", invalidated[0] - silent_from);
+        assert!(
+            invalidated[0] - silent_from >= 2 * SECOND,
+            "{:?}",
+            invalidated[0] - silent_from
+        );
         assert!(rig.published(addr(1)).iter().all(|(t, _)| *t < silent_from + SECOND));
         // The DC meter carried on.
         assert!(rig.published(addr(2)).iter().filter(|(t, _)| *t > silent_from).count() >= 4);
@@ -1257,17 +1278,36 @@ mod tests {
         rig.run_for(2 * SECOND);
         let now = rig.now;
         let w = |rig: &mut Rig, a: u8, path: &str, v: Value| rig.line.handle_write(now, addr(a), path, &v);
-        assert_eq!(w(&mut rig, 1, "/Role", "dcload".into()), WriteOutcome::Reject(SET_REJECTED));
-        assert_eq!(w(&mut rig, 1, "/Role", "battery".into()), WriteOutcome::Reject(SET_REJECTED));
-        assert_eq!(w(&mut rig, 1, "/Role", Value::Int(3)), WriteOutcome::Reject(SET_REJECTED));
-        assert_eq!(w(&mut rig, 9, "/Role", "grid".into()), WriteOutcome::Reject(SET_REJECTED));
-        assert_eq!(w(&mut rig, 1, "/Role", "grid".into()), WriteOutcome::Accept, "unchanged is fine");
+        assert_eq!(
+            w(&mut rig, 1, "/Role", "dcload".into()),
+            WriteOutcome::Reject(SET_REJECTED)
+        );
+        assert_eq!(
+            w(&mut rig, 1, "/Role", "battery".into()),
+            WriteOutcome::Reject(SET_REJECTED)
+        );
+        assert_eq!(
+            w(&mut rig, 1, "/Role", Value::Int(3)),
+            WriteOutcome::Reject(SET_REJECTED)
+        );
+        assert_eq!(
+            w(&mut rig, 9, "/Role", "grid".into()),
+            WriteOutcome::Reject(SET_REJECTED)
+        );
+        assert_eq!(
+            w(&mut rig, 1, "/Role", "grid".into()),
+            WriteOutcome::Accept,
+            "unchanged is fine"
+        );
         assert_eq!(rig.line.poll_command(), None, "nothing to store");
         assert_eq!(w(&mut rig, 1, "/Role", "acload".into()), WriteOutcome::Accept);
         rig.run_for(2 * SECOND);
         let services = rig.services();
         // localsettings (the double) moved the instance to 140: that is what is published.
-        assert_eq!(services.last().unwrap(), &("com.victronenergy.acload.pzem_ttyTEST_1".into(), 140));
+        assert_eq!(
+            services.last().unwrap(),
+            &("com.victronenergy.acload.pzem_ttyTEST_1".into(), 140)
+        );
         let restarted = rig
             .log
             .iter()
@@ -1310,7 +1350,10 @@ mod tests {
         let now = rig.now;
         let mut w = |path: &str, v: Value| rig.line.handle_write(now, addr(1), path, &v);
         assert_eq!(w("/CustomName", "Shed\n".into()), WriteOutcome::Reject(SET_REJECTED));
-        assert_eq!(w("/CustomName", "x".repeat(65).into()), WriteOutcome::Reject(SET_REJECTED));
+        assert_eq!(
+            w("/CustomName", "x".repeat(65).into()),
+            WriteOutcome::Reject(SET_REJECTED)
+        );
         assert_eq!(w("/Position", Value::Int(3)), WriteOutcome::Reject(SET_REJECTED));
         assert_eq!(w("/Position", Value::Int(-1)), WriteOutcome::Reject(SET_REJECTED));
         assert_eq!(w("/Ac/Power", Value::Double(1.0)), WriteOutcome::Reject(SET_REJECTED));
@@ -1346,11 +1389,13 @@ mod tests {
         };
         let n = rig.services().len();
         for bad in ["grid", "dcload:3", "grid:x", "grid:40"] {
-            rig.line.handle_setting(rig.now, change(Field::ClassAndVrmInstance, bad));
+            rig.line
+                .handle_setting(rig.now, change(Field::ClassAndVrmInstance, bad));
         }
         rig.run_for(SECOND);
         assert_eq!(rig.services().len(), n, "nothing re-registered");
-        rig.line.handle_setting(rig.now, change(Field::ClassAndVrmInstance, "grid:45"));
+        rig.line
+            .handle_setting(rig.now, change(Field::ClassAndVrmInstance, "grid:45"));
         rig.line.handle_setting(rig.now, change(Field::CustomName, "Mains"));
         rig.run_for(SECOND);
         assert_eq!(rig.services().last().unwrap().1, 45);

@@ -9,6 +9,7 @@
 //! ([`Command`]) is done here: bytes written, services published from
 //! [`layout`], localsettings called, state files saved.
 
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -143,7 +144,7 @@ impl Edge<'_> {
         let mut buf = [0u8; 256];
         loop {
             while let Some(command) = machine.poll_command() {
-                if let Some(reason) = self.execute(command, machine) {
+                if let ControlFlow::Break(reason) = self.execute(command, machine) {
                     return reason;
                 }
             }
@@ -167,9 +168,7 @@ impl Edge<'_> {
             let timeout = if backlog {
                 Some(Duration::ZERO)
             } else {
-                machine
-                    .deadline()
-                    .map(|d| d.saturating_duration_since(Instant::now()))
+                machine.deadline().map(|d| d.saturating_duration_since(Instant::now()))
             };
             if let Err(e) = self.poll.wait(timeout) {
                 log::error!("waiting failed: {e}");
@@ -223,13 +222,15 @@ impl Edge<'_> {
         }
     }
 
-    /// Carry out one command; `Some` when the service must exit now.
-    fn execute(&mut self, command: Command, machine: &mut MeterLine) -> Option<ExitReason> {
+    /// Carry out one command; `Break` when the service must exit now.
+    fn execute(&mut self, command: Command, machine: &mut MeterLine) -> ControlFlow<ExitReason> {
         let now = Instant::now();
         match command {
-            Command::Exit(reason) => return Some(reason),
+            Command::Exit(reason) => return ControlFlow::Break(reason),
             Command::SaveEnergy { address, state } => {
-                let Some(id) = machine.meter_id(address) else { return None };
+                let Some(id) = machine.meter_id(address) else {
+                    return ControlFlow::Continue(());
+                };
                 match energy_store::save(&self.config.state_dir, id, &state) {
                     Ok(()) => machine.handle_energy_saved(now, address, state),
                     Err(e) => {
@@ -275,7 +276,9 @@ impl Edge<'_> {
                 default_role,
                 allowed,
             } => {
-                let Some(id) = machine.meter_id(address) else { return None };
+                let Some(id) = machine.meter_id(address) else {
+                    return ControlFlow::Continue(());
+                };
                 let id = id.to_owned();
                 let record = match self.settings_link(machine) {
                     Some(link) => match link.register(&id, default_role, allowed) {
@@ -292,7 +295,9 @@ impl Edge<'_> {
                 }
             }
             Command::StoreSetting { address, field, value } => {
-                let Some(id) = machine.meter_id(address) else { return None };
+                let Some(id) = machine.meter_id(address) else {
+                    return ControlFlow::Continue(());
+                };
                 let id = id.to_owned();
                 if let Settings::Linked(link) = &mut self.settings
                     && let Err(e) = link.store(&id, field, &value)
@@ -305,7 +310,9 @@ impl Edge<'_> {
                 role,
                 instance,
             } => {
-                let Some(id) = machine.meter_id(address) else { return None };
+                let Some(id) = machine.meter_id(address) else {
+                    return ControlFlow::Continue(());
+                };
                 let id = id.to_owned();
                 let stored = match &mut self.settings {
                     Settings::Linked(link) => match link.set_class(&id, ClassAndInstance { role, instance }) {
@@ -340,7 +347,7 @@ impl Edge<'_> {
                     Err(e) => {
                         log::error!("{name}: {e}");
                         self.shut(machine, ExitReason::BusLost);
-                        return None;
+                        return ControlFlow::Continue(());
                     }
                 };
                 // Everything is invalid until the meter's next reading.
@@ -362,7 +369,7 @@ impl Edge<'_> {
                 }
             }
         }
-        None
+        ControlFlow::Continue(())
     }
 
     fn shut(&mut self, machine: &mut MeterLine, reason: ExitReason) {

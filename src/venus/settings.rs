@@ -155,10 +155,13 @@ impl SettingsLink {
             _ => {
                 log::warn!("{device}: stored class {class_text:?} does not fit this meter; using {default_role}");
                 let instance = stored.map_or(PREFERRED_INSTANCE, |c| c.instance);
-                self.set_class(device, ClassAndInstance {
-                    role: default_role,
-                    instance,
-                })?
+                self.set_class(
+                    device,
+                    ClassAndInstance {
+                        role: default_role,
+                        instance,
+                    },
+                )?
             }
         };
         Ok(DeviceRecord {
