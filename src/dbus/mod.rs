@@ -64,6 +64,7 @@ pub mod client;
 pub mod conn;
 pub mod error;
 pub mod introspect;
+pub mod marshal;
 pub mod service;
 pub mod text;
 pub mod tree;

@@ -19,6 +19,7 @@
 use super::conn::{Bus, Conn, error_reply, errors};
 use super::error::Error;
 use super::introspect;
+use super::marshal;
 use super::tree::{Access, ItemId, ItemTree, NodeRef};
 use super::value::Value;
 use super::wait::Watchable;
@@ -65,6 +66,10 @@ pub struct Service {
     tree: ItemTree,
     /// Reused text buffer: formatting allocates only when a text outgrows it.
     scratch: String,
+    /// Reused buffer the `ItemsChanged` signal is written into.
+    signal: Vec<u8>,
+    /// Serial number of the next `ItemsChanged`.
+    next_serial: u32,
 }
 
 impl Service {
@@ -84,6 +89,8 @@ impl Service {
             conn,
             tree,
             scratch: String::with_capacity(64),
+            signal: Vec::with_capacity(1024),
+            next_serial: marshal::FIRST_SIGNAL_SERIAL,
         })
     }
 
@@ -118,8 +125,27 @@ impl Service {
     /// Sends one `ItemsChanged` on `/` with every path changed since the last flush, and
     /// ends the batch. Sends nothing and returns `Ok(false)` when nothing changed.
     pub fn flush(&mut self) -> Result<bool, Error> {
-        let Some(msg) = wire::items_changed(&self.tree, &mut self.scratch) else {
+        if !self.tree.has_changes() {
             return Ok(false);
+        }
+        marshal::items_changed(
+            &mut self.signal,
+            self.next_serial,
+            &self.tree,
+            self.tree.changes().iter().copied(),
+            &mut self.scratch,
+        );
+        self.next_serial = self.next_serial.checked_add(1).unwrap_or(marshal::FIRST_SIGNAL_SERIAL);
+        let msg = match Message::demarshal(&self.signal) {
+            Ok(msg) => msg,
+            Err(e) => {
+                // Cannot happen unless the writer has a bug: say so, and send the slow way.
+                log::error!(
+                    "{}: ItemsChanged was written wrongly ({e}); sending it the slow way",
+                    self.name
+                );
+                wire::items_changed(&self.tree, &mut self.scratch).ok_or(Error::Disconnected)?
+            }
         };
         self.tree.clear_changes();
         self.conn.send(msg)?;

@@ -6,6 +6,59 @@
 use super::value::Value;
 use std::fmt::Write;
 
+/// Appends `value` with `decimals` digits after the point, exactly as
+/// `format!("{value:.decimals$}")` does, without the cost of Rust's general
+/// float formatting (a few thousand instructions) in the common case: the
+/// value times 10^decimals is rounded to an integer and printed as digits.
+/// Where that could differ (an exact tie after scaling, which only the exact
+/// decimal expansion can settle; huge values; NaN and infinities) the
+/// standard formatter is used.
+fn push_fixed(out: &mut String, value: f64, decimals: u8) {
+    const POW10: [f64; 7] = [1.0, 10.0, 100.0, 1e3, 1e4, 1e5, 1e6];
+    let Some(&scale) = POW10.get(usize::from(decimals)) else {
+        let _ = write!(out, "{value:.*}", usize::from(decimals));
+        return;
+    };
+    let scaled = value.abs() * scale;
+    // 2^53: every integer below is exact; beyond, leave it to std.
+    if !(scaled < 9_007_199_254_740_992.0) || (scaled - scaled.trunc()) == 0.5 {
+        let _ = write!(out, "{value:.*}", usize::from(decimals));
+        return;
+    }
+    // Rounding of a non-tie is on the right side: fl(v * 10^d) can only land on a
+    // half-way point, never cross one, and that case went to std above.
+    let digits = scaled.round() as u64;
+    if value.is_sign_negative() {
+        out.push('-');
+    }
+    let unit = 10u64.pow(u32::from(decimals));
+    push_u64(out, digits / unit);
+    if decimals > 0 {
+        out.push('.');
+        let frac = digits % unit;
+        let mut div = unit / 10;
+        while div > 0 {
+            out.push(char::from(b'0' + ((frac / div) % 10) as u8));
+            div /= 10;
+        }
+    }
+}
+
+fn push_u64(out: &mut String, mut n: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    // Only ASCII digits were written.
+    out.push_str(std::str::from_utf8(&buf[i..]).unwrap_or("0"));
+}
+
 /// The text of an invalid value, as velib and veutil show it.
 pub const INVALID_TEXT: &str = "---";
 
@@ -47,7 +100,7 @@ impl Format {
             (_, Value::Invalid) => out.push_str(INVALID_TEXT),
             (Format::Custom(f), v) => f(v, out),
             (Format::Number { decimals, unit }, Value::Double(d)) => {
-                write!(out, "{:.*}", usize::from(*decimals), d)?;
+                push_fixed(out, *d, *decimals);
                 push_unit(out, unit);
             }
             (Format::Number { unit, .. }, Value::Int(i)) => {
@@ -118,5 +171,55 @@ mod tests {
         let mut s = String::from("x=");
         Format::number(2, "kWh").write(&Value::Double(1.0), &mut s);
         assert_eq!(s, "x=1.00 kWh");
+    }
+
+    #[test]
+    fn fixed_decimals_match_the_standard_formatter() {
+        let mut rng = crate::sim::Rng::new(3);
+        let mut out = String::new();
+        let mut check = |v: f64, d: u8| {
+            out.clear();
+            super::push_fixed(&mut out, v, d);
+            assert_eq!(out, format!("{v:.*}", usize::from(d)), "{v:e} with {d} decimals");
+        };
+        for v in [
+            0.0,
+            -0.0,
+            0.05,
+            0.15,
+            0.25,
+            2.5,
+            -2.5,
+            1.005,
+            230.15,
+            0.45,
+            1e15,
+            9.1e15,
+            1e300,
+            -1e-9,
+            0.95,
+            9.95,
+            99.995,
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::MIN_POSITIVE,
+            123456.789,
+        ] {
+            for d in 0..=7 {
+                check(v, d);
+            }
+        }
+        for _ in 0..200_000 {
+            // Meter-like values: whole tenths, hundredths and milli-units scaled into Venus units.
+            let raw = rng.below(10_000_000) as f64 - 5_000_000.0;
+            let v = match rng.below(4) {
+                0 => raw / 10.0,
+                1 => raw / 100.0,
+                2 => raw / 1000.0,
+                _ => f64::from_bits(rng.next_u64()),
+            };
+            check(v, rng.below(4) as u8);
+        }
     }
 }
