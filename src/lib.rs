@@ -30,6 +30,7 @@ pub mod model;
 #[cfg(feature = "serial")]
 pub mod serial;
 pub mod sim;
+pub mod state_file;
 pub mod tcp;
 pub mod transport;
 pub mod venus;
