@@ -6,7 +6,9 @@
 //! edges: [`transport`] carries frames over a [`transport::Port`] (serial
 //! line with feature `serial`, or [`tcp`]), and [`Client`] offers typed
 //! operations with bounded retries. [`sim`] emulates meters for tests,
-//! demos and benchmarks.
+//! demos and benchmarks. [`energy_flow`] derives a MultiPlus's energy flows
+//! from two meters and a battery monitor (sans-IO too), and [`state_file`]
+//! keeps small state files safe across crashes and damage.
 //!
 //! With `default-features = false` only the core, the client, TCP and the
 //! simulator core are built: no serial port, no D-Bus. With feature `dbus`,
@@ -21,6 +23,7 @@ pub mod crc;
 pub mod dbus;
 pub mod dc;
 pub mod energy;
+pub mod energy_flow;
 pub mod error;
 pub mod exchange;
 pub mod frame;
@@ -34,6 +37,7 @@ pub mod reading;
 #[cfg(feature = "serial")]
 pub mod serial;
 pub mod sim;
+pub mod state_file;
 pub mod tcp;
 pub mod transport;
 pub mod venus;

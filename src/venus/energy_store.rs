@@ -1,25 +1,19 @@
 //! Energy state files: one small file per meter under the state directory
 //! (default `/data/var/lib/pzem-venus`, which survives firmware updates).
 //!
-//! Writes go to a temporary file that is synced and renamed over the old
-//! one, after the old one is kept as `.bak`; a damaged file is moved aside
-//! as `.corrupt` (never overwritten) and the backup is used.
+//! The file rules (atomic save with a `.bak` copy, fallback on load, damaged
+//! files moved aside as `.corrupt`) live in [`crate::state_file`]; this
+//! module names the files and reads and writes [`EnergyState`] lines.
 
-use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::energy::EnergyState;
+use crate::state_file;
 
 /// Where the state of meter `id` lives.
 pub fn state_path(dir: &Path, id: &str) -> PathBuf {
     dir.join(format!("{id}.energy"))
-}
-
-fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
-    let mut s = path.as_os_str().to_owned();
-    s.push(suffix);
-    PathBuf::from(s)
 }
 
 /// What loading found.
@@ -27,7 +21,9 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
 pub struct Loaded {
     /// The state (default when nothing usable was found).
     pub state: EnergyState,
-    /// Problems worth a log line (a corrupt file moved aside, a backup used).
+    /// Problems worth a log line (a corrupt file moved aside, a backup used,
+    /// and last, when files were there but none could be used, that the
+    /// totals start from zero).
     pub notes: Vec<String>,
 }
 
@@ -35,66 +31,23 @@ pub struct Loaded {
 /// left by an interrupted save, else the backup, else a fresh
 /// state. A corrupt file is renamed to `.corrupt` so nothing is lost.
 pub fn load(dir: &Path, id: &str) -> Loaded {
-    let main = state_path(dir, id);
-    let mut notes = Vec::new();
-    // After a crash between the two renames of `save`, `.tmp` holds the newest
-    // complete state (its checksum tells a torn one) and `.bak` the one before.
-    for candidate in [main.clone(), with_suffix(&main, ".tmp"), with_suffix(&main, ".bak")] {
-        match fs::read_to_string(&candidate) {
-            Ok(text) => match EnergyState::parse(&text) {
-                Ok(state) => {
-                    if candidate != main {
-                        notes.push(format!("using {}", candidate.display()));
-                    }
-                    return Loaded { state, notes };
-                }
-                Err(e) => {
-                    let aside = with_suffix(&candidate, ".corrupt");
-                    let moved = fs::rename(&candidate, &aside).is_ok();
-                    notes.push(format!(
-                        "{}: {e}; {}",
-                        candidate.display(),
-                        if moved {
-                            format!("kept as {}", aside.display())
-                        } else {
-                            "could not move it aside".into()
-                        }
-                    ));
-                }
-            },
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => notes.push(format!("{}: {e}", candidate.display())),
-        }
-    }
+    let loaded = state_file::load(&state_path(dir, id), EnergyState::parse);
     Loaded {
-        state: EnergyState::default(),
-        notes,
+        state: loaded.value.unwrap_or_default(),
+        notes: loaded.notes,
     }
 }
 
 /// Save the state of meter `id` durably.
 pub fn save(dir: &Path, id: &str, state: &EnergyState) -> io::Result<()> {
-    fs::create_dir_all(dir)?;
-    let main = state_path(dir, id);
-    let tmp = with_suffix(&main, ".tmp");
-    {
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(state.to_line().as_bytes())?;
-        f.sync_all()?;
-    }
-    if main.exists() {
-        fs::rename(&main, with_suffix(&main, ".bak"))?;
-    }
-    fs::rename(&tmp, &main)?;
-    if let Ok(d) = fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
+    state_file::save(&state_path(dir, id), &state.to_line())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state_file::with_suffix;
+    use std::fs;
 
     fn temp_dir(name: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("pzem-energy-{name}-{}", std::process::id()));
