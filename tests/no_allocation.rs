@@ -100,7 +100,7 @@ fn polling_over_a_pty_allocates_nothing() {
 #[test]
 #[cfg(feature = "dbus")]
 fn publishing_a_poll_allocates_nothing() {
-    use pzem::dbus::wire::items_changed;
+    use pzem::dbus::marshal::{FIRST_SIGNAL_SERIAL, items_changed};
     use pzem::venus::Role;
     use pzem::venus::layout::{self, MeterIdentity};
     use pzem::{AcReading, DcReading, Model, Reading};
@@ -119,12 +119,20 @@ fn publishing_a_poll_allocates_nothing() {
         };
         let (mut tree, paths) = layout::build_tree(&identity).unwrap();
         let mut scratch = String::new();
+        let mut signal = Vec::new();
         let mut poll = |n: u32| {
             assert!(layout::publish(&mut tree, &paths, &reading(n), f64::from(n) / 1000.0));
             let changed = tree.changes().len();
-            let msg = items_changed(&tree, &mut scratch).expect("a reading that changed");
+            items_changed(
+                &mut signal,
+                FIRST_SIGNAL_SERIAL + n,
+                &tree,
+                tree.changes().iter().copied(),
+                &mut scratch,
+            );
+            assert!(signal.len() > 100 * changed_per_poll / 2, "a signal with every change");
             tree.clear_changes();
-            std::hint::black_box(msg);
+            std::hint::black_box(&signal);
             changed
         };
         // Warm up: the first poll also sets /Connected and grows the buffers.
@@ -171,4 +179,87 @@ fn publishing_a_poll_allocates_nothing() {
         },
         5,
     );
+}
+
+/// The state machine behind pzem-dbus, in steady state: replies in, `Publish`
+/// commands and the next request out. Only the machine's calls are counted; the
+/// simulator that answers allocates freely.
+#[test]
+#[cfg(feature = "dbus")]
+fn the_meter_line_in_steady_state_allocates_nothing() {
+    use pzem::Address;
+    use pzem::exchange::Framing;
+    use pzem::sim::{SimBus, SimMeter};
+    use pzem::venus::PortId;
+    use pzem::venus::config::MeterSpec;
+    use pzem::venus::meter_line::{Command, LineConfig, MeterLine};
+    use pzem::{Model, ModelChoice, StopBits};
+    use std::time::{Duration, Instant};
+
+    let meters = [(1u8, Model::Pzem016), (2, Model::Pzem017)];
+    let config = LineConfig {
+        place: "/dev/ttyX".into(),
+        meters: meters
+            .iter()
+            .map(|&(a, m)| MeterSpec {
+                address: Address::unit(u32::from(a)).unwrap(),
+                model: ModelChoice::Known(m),
+                role: None,
+            })
+            .collect(),
+        port: PortId::serial("/dev/ttyX", None),
+        framing: Framing::rtu_serial(StopBits::Two),
+        timeout: Duration::from_millis(300),
+        poll_interval: Duration::from_secs(1),
+        startup_budget: Duration::from_secs(4),
+        failures_to_vanish: 3,
+        silent_exit: None,
+    };
+    let mut now = Instant::now();
+    let mut bus = SimBus::new(meters.iter().map(|&(a, m)| SimMeter::new(m, a)).collect(), 5);
+    let mut line = MeterLine::new(config, now);
+    let mut counted = 0u64;
+    let mut published = 0;
+    let mut reply: Option<(Instant, Vec<u8>)> = None;
+    let mut frames = Vec::with_capacity(8);
+    for step in 0..4000 {
+        let warm = step > 200;
+        // The machine's own work, counted once warm.
+        let before = allocations();
+        while let Some(c) = line.poll_command() {
+            match c {
+                Command::Transmit(f) => frames.push(f),
+                Command::Register { address, .. } => line.handle_record(now, address, None),
+                Command::Publish { .. } => published += usize::from(warm),
+                _ => {}
+            }
+        }
+        let deadline = line.deadline();
+        if warm {
+            counted += allocations() - before;
+        }
+        for f in frames.drain(..) {
+            let r = bus.respond_rtu(f.as_bytes(), now);
+            reply = Some((now + Duration::from_millis(30), r.bytes));
+        }
+        let next = [deadline, reply.as_ref().map(|r| r.0)]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap();
+        now = now.max(next);
+        let before = allocations();
+        match reply.take() {
+            Some((at, bytes)) if at <= now => line.handle_input(now, &bytes),
+            other => {
+                reply = other;
+                line.handle_timeout(now);
+            }
+        }
+        if warm {
+            counted += allocations() - before;
+        }
+    }
+    assert!(published > 1000, "{published} readings published");
+    assert_eq!(counted, 0, "allocations by the machine in {published} published polls");
 }

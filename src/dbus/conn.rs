@@ -90,6 +90,56 @@ impl Conn {
         self.channel.flush();
     }
 
+    /// Writes one complete message, already in wire format, straight to the socket: one
+    /// `send(2)` instead of libdbus building (or re-validating) it. Whatever libdbus still
+    /// has queued is written first, so messages never interleave; a full socket is waited
+    /// on up to [`DEFAULT_TIMEOUT`], then the connection counts as lost.
+    ///
+    /// The bytes must be a valid message with a serial of its own (see
+    /// [`super::marshal`]); the bus daemon disconnects a client that sends anything else.
+    pub fn send_marshalled(&mut self, bytes: &[u8]) -> Result<(), Error> {
+        if self.channel.has_messages_to_send() {
+            self.channel.flush();
+            if self.channel.has_messages_to_send() {
+                return Err(Error::Disconnected);
+            }
+        }
+        let fd = self.channel.watch().fd;
+        let deadline = std::time::Instant::now() + DEFAULT_TIMEOUT;
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            // SAFETY: sending from a valid slice on the connection's own socket, which
+            // nothing else writes to at this moment (libdbus's queue is empty).
+            let n = unsafe {
+                libc::send(
+                    fd,
+                    rest.as_ptr().cast(),
+                    rest.len(),
+                    libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
+                )
+            };
+            if let Ok(n) = usize::try_from(n) {
+                rest = &rest[n..];
+                continue;
+            }
+            let e = std::io::Error::last_os_error();
+            match e.kind() {
+                std::io::ErrorKind::Interrupted => {}
+                std::io::ErrorKind::WouldBlock => {
+                    let left = deadline.saturating_duration_since(std::time::Instant::now());
+                    let mut set = crate::poll_set::PollSet::new();
+                    let i = set.push(fd, false, true);
+                    set.wait(Some(left)).map_err(|_| Error::Disconnected)?;
+                    if !set.is_ready(i) && std::time::Instant::now() >= deadline {
+                        return Err(Error::Disconnected);
+                    }
+                }
+                _ => return Err(Error::Disconnected),
+            }
+        }
+        Ok(())
+    }
+
     /// Sends a method call and waits up to `timeout` for its reply. An error reply becomes
     /// [`Error::Dbus`] with the error's name. Messages read meanwhile go to the backlog.
     pub fn call(&mut self, msg: Message, timeout: Duration) -> Result<Message, Error> {

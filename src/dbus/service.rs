@@ -136,20 +136,8 @@ impl Service {
             &mut self.scratch,
         );
         self.next_serial = self.next_serial.checked_add(1).unwrap_or(marshal::FIRST_SIGNAL_SERIAL);
-        let msg = match Message::demarshal(&self.signal) {
-            Ok(msg) => msg,
-            Err(e) => {
-                // Cannot happen unless the writer has a bug: say so, and send the slow way.
-                log::error!(
-                    "{}: ItemsChanged was written wrongly ({e}); sending it the slow way",
-                    self.name
-                );
-                wire::items_changed(&self.tree, &mut self.scratch).ok_or(Error::Disconnected)?
-            }
-        };
         self.tree.clear_changes();
-        self.conn.send(msg)?;
-        self.conn.flush();
+        self.conn.send_marshalled(&self.signal)?;
         Ok(true)
     }
 
