@@ -8,7 +8,7 @@
 mod support;
 
 use pzem::dbus::testkit::PrivateBus;
-use pzem::dbus::{Client, Event, Waiter, Watchable};
+use pzem::dbus::{BusClient, Event, Waiter, Watchable};
 use std::time::{Duration, Instant};
 use support::{App, NAME, percentiles};
 
@@ -17,7 +17,7 @@ fn main() {
     let (calls, readings) = if quick { (200, 2) } else { (5000, 5) };
     let bus = PrivateBus::start().expect("dbus-daemon");
     let app = App::start(&bus.bus(), Duration::from_secs(1));
-    let mut client = Client::new(&bus.bus()).expect("client");
+    let mut client = BusClient::new(&bus.bus()).expect("client");
     client.subscribe(&[]).expect("subscribe");
 
     let mut rtt = Vec::with_capacity(calls);

@@ -1,16 +1,16 @@
-//! Services seen through `pzem::dbus::Client`, as Venus consumers see them: start-up reads,
+//! Services seen through `pzem::dbus::BusClient`, as Venus consumers see them: start-up reads,
 //! batched `ItemsChanged`, one-off `PropertiesChanged`, name ownership.
 
 mod support;
 use pzem::dbus::conn::Conn;
 use pzem::dbus::testkit::PrivateBus;
-use pzem::dbus::{Client, Error, Event, Service, Value, Waiter, Watchable};
+use pzem::dbus::{BusClient, BusError, Event, Service, Value, Waiter, Watchable};
 use std::time::{Duration, Instant};
 use support::*;
 
 /// Events that arrived before a round trip to the service: signals it sent before answering
 /// are guaranteed to be in (order per sender), so "no event" can be asserted.
-fn events_after_sync(client: &mut Client) -> Vec<Event> {
+fn events_after_sync(client: &mut BusClient) -> Vec<Event> {
     client.get_value(NAME, "/DeviceInstance").unwrap();
     let mut events = Vec::new();
     client.poll_events(&mut events).unwrap();
@@ -22,7 +22,7 @@ fn events_after_sync(client: &mut Client) -> Vec<Event> {
 fn get_items_and_single_values() {
     let bus = PrivateBus::start().unwrap();
     let _svc = Running::start(&bus.bus(), NAME, test_tree(), test_handler);
-    let mut client = Client::new(&bus.bus()).unwrap();
+    let mut client = BusClient::new(&bus.bus()).unwrap();
     assert_eq!(client.list_services().unwrap(), [NAME]);
     let items = client.get_items(NAME).unwrap();
     assert_eq!(items.len(), 9);
@@ -36,16 +36,16 @@ fn get_items_and_single_values() {
     assert_eq!(client.get_value(NAME, "/ProductName").unwrap(), Value::from("PZEM-016"));
     assert_eq!(client.get_text(NAME, "/Ac/Power").unwrap(), "1.5 W");
     let e = client.get_value(NAME, "/Nope").unwrap_err();
-    assert_eq!(e.dbus_name(), Some("org.freedesktop.DBus.Error.UnknownObject"));
-    assert!(matches!(client.get_value("not a name", "/"), Err(Error::BadName(_))));
-    assert!(matches!(client.get_value(NAME, "no/slash"), Err(Error::BadName(_))));
+    assert_eq!(e.dbus_name(), Some("org.freedesktop.DBus.BusError.UnknownObject"));
+    assert!(matches!(client.get_value("not a name", "/"), Err(BusError::BadName(_))));
+    assert!(matches!(client.get_value(NAME, "no/slash"), Err(BusError::BadName(_))));
 }
 
 #[test]
 fn one_items_changed_per_flush_with_only_changed_paths() {
     let bus = PrivateBus::start().unwrap();
     let svc = Running::start(&bus.bus(), NAME, test_tree(), test_handler);
-    let mut client = Client::new(&bus.bus()).unwrap();
+    let mut client = BusClient::new(&bus.bus()).unwrap();
     client.subscribe(&["com.victronenergy.grid."]).unwrap();
 
     let sent = svc.with(|s| {
@@ -99,7 +99,7 @@ fn one_items_changed_per_flush_with_only_changed_paths() {
 fn accepted_set_value_emits_properties_changed_only() {
     let bus = PrivateBus::start().unwrap();
     let svc = Running::start(&bus.bus(), NAME, test_tree(), test_handler);
-    let mut client = Client::new(&bus.bus()).unwrap();
+    let mut client = BusClient::new(&bus.bus()).unwrap();
     client.subscribe(&[]).unwrap();
 
     assert_eq!(client.set_value(NAME, "/CustomName", &" Shed ".into()).unwrap(), 0);
@@ -128,7 +128,7 @@ fn accepted_set_value_emits_properties_changed_only() {
 #[test]
 fn get_items_on_name_appearing_then_name_taken_then_name_gone() {
     let bus = PrivateBus::start().unwrap();
-    let mut client = Client::new(&bus.bus()).unwrap();
+    let mut client = BusClient::new(&bus.bus()).unwrap();
     client.subscribe(&[]).unwrap();
     let (mut waiter, _waker) = Waiter::new().unwrap();
     let address = bus.bus();
@@ -158,7 +158,7 @@ fn get_items_on_name_appearing_then_name_taken_then_name_gone() {
     // A second claim of the same name fails clearly.
     let tree = test_tree().build().unwrap();
     match Service::new(&bus.bus(), NAME, tree) {
-        Err(Error::NameTaken(n)) => assert_eq!(n, NAME),
+        Err(BusError::NameTaken(n)) => assert_eq!(n, NAME),
         other => panic!("expected NameTaken, got {other:?}"),
     }
 
@@ -186,7 +186,7 @@ fn get_items_on_name_appearing_then_name_taken_then_name_gone() {
 fn signals_read_during_a_blocking_call_do_not_stall_the_waiter() {
     let bus = PrivateBus::start().unwrap();
     let svc = Running::start(&bus.bus(), NAME, test_tree(), test_handler);
-    let mut client = Client::new(&bus.bus()).unwrap();
+    let mut client = BusClient::new(&bus.bus()).unwrap();
     client.subscribe(&[]).unwrap();
     let (mut waiter, _waker) = Waiter::new().unwrap();
     svc.with(|s| {
@@ -238,14 +238,14 @@ fn get_items_falls_back_to_get_value_on_root() {
                     );
                     m.return_with_args((dbus::arg::Variant(d),))
                 }
-                _ => m.error(&"org.freedesktop.DBus.Error.UnknownMethod".into(), c"no"),
+                _ => m.error(&"org.freedesktop.DBus.BusError.UnknownMethod".into(), c"no"),
             };
             conn.send(reply).unwrap();
             conn.flush();
             answered += 1;
         }
     });
-    let mut client = Client::new(&bus.bus()).unwrap();
+    let mut client = BusClient::new(&bus.bus()).unwrap();
     let items = client.get_items("com.victronenergy.battery.old").unwrap();
     assert_eq!(items.get("/Soc"), Some(&Value::Double(55.5)));
     assert_eq!(items.get("/DeviceInstance"), Some(&Value::Int(512)));
@@ -255,12 +255,12 @@ fn get_items_falls_back_to_get_value_on_root() {
 #[test]
 fn wait_for_name_is_bounded() {
     let bus = PrivateBus::start().unwrap();
-    let mut client = Client::new(&bus.bus()).unwrap();
+    let mut client = BusClient::new(&bus.bus()).unwrap();
     let t = Instant::now();
     let e = client
         .wait_for_name("com.victronenergy.settings", Duration::from_millis(200))
         .unwrap_err();
-    assert!(matches!(e, Error::Timeout(_)), "{e}");
+    assert!(matches!(e, BusError::Timeout(_)), "{e}");
     assert!(t.elapsed() < Duration::from_secs(5));
     let _svc = Running::start(&bus.bus(), NAME, test_tree(), test_handler);
     client.wait_for_name(NAME, Duration::from_secs(5)).unwrap();
@@ -272,9 +272,9 @@ fn subscribe_service_filters_in_the_daemon() {
     let bus = PrivateBus::start().unwrap();
     let svc = Running::start(&bus.bus(), NAME, test_tree(), test_handler);
     let other = Running::start(&bus.bus(), OTHER, test_tree(), test_handler);
-    let mut exact = Client::new(&bus.bus()).unwrap();
+    let mut exact = BusClient::new(&bus.bus()).unwrap();
     exact.subscribe_service(NAME).unwrap();
-    let mut by_prefix = Client::new(&bus.bus()).unwrap();
+    let mut by_prefix = BusClient::new(&bus.bus()).unwrap();
     by_prefix.subscribe(&[NAME]).unwrap();
     let (mut waiter, _waker) = Waiter::new().unwrap();
     // Drain what every new connection gets (NameAcquired).
@@ -292,7 +292,7 @@ fn subscribe_service_filters_in_the_daemon() {
     for client in [&mut exact, &mut by_prefix] {
         client.get_value(OTHER, "/DeviceInstance").unwrap();
     }
-    let idle = |w: &mut Waiter, c: &Client| w.wait([c as &dyn Watchable], Some(Duration::ZERO)).unwrap();
+    let idle = |w: &mut Waiter, c: &BusClient| w.wait([c as &dyn Watchable], Some(Duration::ZERO)).unwrap();
     assert!(
         idle(&mut waiter, &exact).timed_out(),
         "OTHER's signal reached the connection"
@@ -327,5 +327,8 @@ fn subscribe_service_filters_in_the_daemon() {
             value: Value::from("Shed"),
         }]
     );
-    assert!(matches!(exact.subscribe_service("not a name"), Err(Error::BadName(_))));
+    assert!(matches!(
+        exact.subscribe_service("not a name"),
+        Err(BusError::BadName(_))
+    ));
 }

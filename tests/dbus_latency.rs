@@ -5,7 +5,7 @@
 
 mod support;
 use pzem::dbus::testkit::PrivateBus;
-use pzem::dbus::{Client, Event, Value, Waiter, Watchable};
+use pzem::dbus::{BusClient, Event, Value, Waiter, Watchable};
 use std::time::{Duration, Instant};
 use support::*;
 
@@ -15,7 +15,7 @@ const BOUND: Duration = Duration::from_secs(1);
 fn calls_and_readings_are_prompt_while_serial_is_stuck() {
     let bus = PrivateBus::start().unwrap();
     let app = App::start(&bus.bus(), Duration::from_millis(150));
-    let mut client = Client::new(&bus.bus()).unwrap();
+    let mut client = BusClient::new(&bus.bus()).unwrap();
     client.subscribe(&[]).unwrap();
 
     let mut calls = Vec::new();

@@ -1,8 +1,8 @@
 //! The com.victronenergy.settings double behaves as localsettings does for a driver (§5),
-//! exercised through `Client` and raw messages.
+//! exercised through `BusClient` and raw messages.
 
 use pzem::dbus::testkit::{PrivateBus, SettingsDouble};
-use pzem::dbus::{Client, Event, Setting, SettingResult, Value};
+use pzem::dbus::{BusClient, Event, Setting, SettingResult, Value};
 use std::time::Duration;
 
 const SETTINGS: &str = "com.victronenergy.settings";
@@ -20,7 +20,7 @@ fn ok(path: &str, value: &str) -> SettingResult {
 }
 
 /// Events after a round trip to the settings service (its signals precede its reply).
-fn events_after_sync(client: &mut Client) -> Vec<Event> {
+fn events_after_sync(client: &mut BusClient) -> Vec<Event> {
     client.get_items(SETTINGS).unwrap();
     let mut events = Vec::new();
     client.poll_events(&mut events).unwrap();
@@ -31,7 +31,7 @@ fn events_after_sync(client: &mut Client) -> Vec<Event> {
 fn device_instances_are_allocated_per_class() {
     let bus = PrivateBus::start().unwrap();
     let settings = SettingsDouble::start(&bus.bus()).unwrap();
-    let mut client = Client::new(&bus.bus()).unwrap();
+    let mut client = BusClient::new(&bus.bus()).unwrap();
     client.wait_for_name(SETTINGS, Duration::from_secs(5)).unwrap();
 
     let (a, b, c) = (instance("pzem_a"), instance("pzem_b"), instance("pzem_c"));
@@ -71,7 +71,7 @@ fn device_instances_are_allocated_per_class() {
 fn types_paths_and_ranges() {
     let bus = PrivateBus::start().unwrap();
     let settings = SettingsDouble::start(&bus.bus()).unwrap();
-    let mut client = Client::new(&bus.bus()).unwrap();
+    let mut client = BusClient::new(&bus.bus()).unwrap();
 
     let mut pos = Setting::new("/Settings/Devices/pzem_a/Position", 0);
     pos.min = Some(Value::Int(0));
@@ -148,7 +148,7 @@ fn bool_and_unsigned_defaults_are_refused_and_paths_are_relative() {
 #[test]
 fn double_stops_on_drop_and_releases_its_name() {
     let bus = PrivateBus::start().unwrap();
-    let mut client = Client::new(&bus.bus()).unwrap();
+    let mut client = BusClient::new(&bus.bus()).unwrap();
     let settings = SettingsDouble::start(&bus.bus()).unwrap();
     assert!(client.name_owner(SETTINGS).unwrap().is_some());
     drop(settings);

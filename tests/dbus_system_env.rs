@@ -3,7 +3,7 @@
 //! changes the process environment.
 
 use pzem::dbus::testkit::PrivateBus;
-use pzem::dbus::{Bus, Client, Format, Kind, Service, TreeBuilder};
+use pzem::dbus::{Bus, BusClient, Format, Kind, Service, TreeBuilder};
 
 #[test]
 fn system_bus_follows_the_environment() {
@@ -14,10 +14,10 @@ fn system_bus_follows_the_environment() {
     tree.add("/DeviceInstance", Kind::Int, Format::Plain).value(7);
     let _service = Service::new(&Bus::System, "com.victronenergy.grid.env", tree.build().unwrap()).unwrap();
     // Seen on the private bus through an explicit address.
-    let mut client = Client::new(&bus.bus()).unwrap();
+    let mut client = BusClient::new(&bus.bus()).unwrap();
     assert_eq!(client.list_services().unwrap(), ["com.victronenergy.grid.env"]);
     // Bus::from_flag: no flag means the system bus.
     assert_eq!(Bus::from_flag(None), Bus::System);
-    let mut system = Client::new(&Bus::from_flag(None)).unwrap();
+    let mut system = BusClient::new(&Bus::from_flag(None)).unwrap();
     assert!(system.name_owner("com.victronenergy.grid.env").unwrap().is_some());
 }

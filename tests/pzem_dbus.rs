@@ -8,7 +8,7 @@
 #[path = "support/rig.rs"]
 mod rig;
 
-use pzem::dbus::{Client, Event, Value};
+use pzem::dbus::{BusClient, Event, Value};
 use pzem::sim::{Faults, Pacing, SimBus, SimMeter, SimServer, TcpFraming};
 use pzem::{AcReading, Model, Reading};
 use rig::*;
@@ -546,7 +546,7 @@ fn instance_edit_in_settings_is_followed() {
     let path = setting(&device_id(&tty, 1), "ClassAndVrmInstance");
 
     // As the GUI's VRM instance page does: write the setting.
-    let mut gui = Client::new(&rig.bus.bus()).unwrap();
+    let mut gui = BusClient::new(&rig.bus.bus()).unwrap();
     assert_eq!(gui.set_value(SETTINGS, &path, &"grid:45".into()).unwrap(), 0);
     rig.monitor.until(10 * SECOND, "re-registered with instance 45", |m| {
         m.get(&grid, "/DeviceInstance") == Some(&Value::Int(45))

@@ -1,15 +1,15 @@
 //! Reading and writing other Venus services the way Venus consumers do (§2.4, §5).
 //!
-//! A [`Client`] has its own connection. Start-up reads use blocking calls with a bounded
+//! A [`BusClient`] has its own connection. Start-up reads use blocking calls with a bounded
 //! timeout (`GetItems`, falling back to `GetValue` on `/` like dbusmonitor); after
-//! [`Client::subscribe`], [`Client::poll_events`] turns `ItemsChanged`, `PropertiesChanged`
+//! [`BusClient::subscribe`], [`BusClient::poll_events`] turns `ItemsChanged`, `PropertiesChanged`
 //! and `NameOwnerChanged` into [`Event`]s named by *service*, using a unique-name → service
 //! map kept up to date from `NameOwnerChanged` (senders are unique names, §2.3).
 //!
 //! ```no_run
-//! # fn main() -> Result<(), pzem::dbus::Error> {
-//! use pzem::dbus::{Bus, Client, Event};
-//! let mut client = Client::new(&Bus::System)?;
+//! # fn main() -> Result<(), pzem::dbus::BusError> {
+//! use pzem::dbus::{Bus, BusClient, Event};
+//! let mut client = BusClient::new(&Bus::System)?;
 //! client.subscribe(&["com.victronenergy.battery."])?;
 //! for service in client.list_services()? {
 //!     if service.starts_with("com.victronenergy.battery.") {
@@ -28,10 +28,10 @@
 //! ```
 
 use super::conn::{Bus, Conn, DEFAULT_TIMEOUT, error_reply, errors};
-use super::error::Error;
+use super::error::BusError;
 use super::value::Value;
 use super::wait::Watchable;
-use super::wire::{ASV, BUSITEM, BUSITEM_IFACE, ENTRY_SV, append_entry, for_each_entry};
+use super::wire::{BUSITEM, BUSITEM_IFACE, for_each_entry};
 use dbus::Message;
 use dbus::arg::{ArgType, Iter, IterAppend};
 use dbus::channel::Watch;
@@ -40,10 +40,6 @@ use std::time::{Duration, Instant};
 
 /// Prefix of every Venus service name.
 pub const VENUS_PREFIX: &str = "com.victronenergy.";
-/// The localsettings service.
-pub const SETTINGS_SERVICE: &str = "com.victronenergy.settings";
-/// The interface of localsettings' management methods (`AddSettings`…).
-pub const SETTINGS_IFACE: &str = "com.victronenergy.Settings";
 
 /// A change seen on the bus, named by service.
 #[derive(Debug, Clone, PartialEq)]
@@ -75,48 +71,9 @@ pub enum Event {
     },
 }
 
-/// One entry of a bulk `AddSettings` request.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Setting {
-    /// Full path, e.g. `/Settings/Devices/pzem_x/ClassAndVrmInstance` (called on `/`).
-    pub path: String,
-    /// Default; its kind decides the setting's type (int, float or string: §5).
-    pub default: Value,
-    /// Lower limit (`None`: no limit).
-    pub min: Option<Value>,
-    /// Upper limit (`None`: no limit).
-    pub max: Option<Value>,
-    /// Changes are not logged by localsettings.
-    pub silent: bool,
-}
-
-impl Setting {
-    /// A setting with no limits, not silent.
-    pub fn new(path: impl Into<String>, default: impl Into<Value>) -> Setting {
-        Setting {
-            path: path.into(),
-            default: default.into(),
-            min: None,
-            max: None,
-            silent: false,
-        }
-    }
-}
-
-/// The answer for one [`Setting`].
-#[derive(Debug, Clone, PartialEq)]
-pub struct SettingResult {
-    /// The path, as echoed by localsettings.
-    pub path: String,
-    /// 0 when the setting exists now; negative codes as listed in §5.
-    pub error: i32,
-    /// The stored (or allocated) value when `error` is 0.
-    pub value: Option<Value>,
-}
-
 /// A connection for reading other services and following their changes.
 #[derive(Debug)]
-pub struct Client {
+pub struct BusClient {
     conn: Conn,
     timeout: Duration,
     /// Unique name → well-known name, for the services that pass the filter.
@@ -125,15 +82,20 @@ pub struct Client {
     prefixes: Vec<String>,
 }
 
-impl Client {
+impl BusClient {
     /// Connects to `bus`.
-    pub fn new(bus: &Bus) -> Result<Client, Error> {
-        Ok(Client {
+    pub fn new(bus: &Bus) -> Result<BusClient, BusError> {
+        Ok(BusClient {
             conn: Conn::open(bus)?,
             timeout: DEFAULT_TIMEOUT,
             owners: HashMap::new(),
             prefixes: Vec::new(),
         })
+    }
+
+    /// Sends a method call and waits (bounded) for its reply.
+    pub(crate) fn call(&mut self, msg: Message) -> Result<Message, BusError> {
+        self.conn.call(msg, self.timeout)
     }
 
     /// Bound for each blocking call (default 5 s).
@@ -142,38 +104,40 @@ impl Client {
     }
 
     /// Every `com.victronenergy.*` name on the bus, sorted.
-    pub fn list_services(&mut self) -> Result<Vec<String>, Error> {
+    pub fn list_services(&mut self) -> Result<Vec<String>, BusError> {
         let reply = self.conn.call(Conn::daemon_call("ListNames"), self.timeout)?;
-        let names: Vec<String> = reply.read1().map_err(|e| Error::BadReply(format!("ListNames: {e}")))?;
+        let names: Vec<String> = reply
+            .read1()
+            .map_err(|e| BusError::BadReply(format!("ListNames: {e}")))?;
         let mut names: Vec<String> = names.into_iter().filter(|n| n.starts_with(VENUS_PREFIX)).collect();
         names.sort_unstable();
         Ok(names)
     }
 
     /// The unique name owning `name`, or `None` when nobody does.
-    pub fn name_owner(&mut self, name: &str) -> Result<Option<String>, Error> {
+    pub fn name_owner(&mut self, name: &str) -> Result<Option<String>, BusError> {
         super::conn::check_bus_name(name)?;
         let msg = Conn::daemon_call("GetNameOwner").append1(name);
         match self.conn.call(msg, self.timeout) {
             Ok(reply) => reply
                 .read1::<String>()
                 .map(Some)
-                .map_err(|e| Error::BadReply(format!("GetNameOwner: {e}"))),
-            Err(e) if e.dbus_name() == Some("org.freedesktop.DBus.Error.NameHasNoOwner") => Ok(None),
+                .map_err(|e| BusError::BadReply(format!("GetNameOwner: {e}"))),
+            Err(e) if e.dbus_name() == Some("org.freedesktop.DBus.BusError.NameHasNoOwner") => Ok(None),
             Err(e) => Err(e),
         }
     }
 
     /// Waits until `name` has an owner, polling every 50 ms, for at most `timeout`
     /// (velib's SettingsDevice does the same for localsettings).
-    pub fn wait_for_name(&mut self, name: &str, timeout: Duration) -> Result<(), Error> {
+    pub fn wait_for_name(&mut self, name: &str, timeout: Duration) -> Result<(), BusError> {
         let start = Instant::now();
         loop {
             if self.name_owner(name)?.is_some() {
                 return Ok(());
             }
             if start.elapsed() >= timeout {
-                return Err(Error::Timeout(format!(
+                return Err(BusError::Timeout(format!(
                     "{name} did not appear on the bus within {timeout:?}"
                 )));
             }
@@ -181,10 +145,10 @@ impl Client {
         }
     }
 
-    fn busitem_call(&mut self, service: &str, path: &str, member: &str) -> Result<Message, Error> {
+    fn busitem_call(&mut self, service: &str, path: &str, member: &str) -> Result<Message, BusError> {
         // Message::new_method_call panics on invalid names (From<&str>): validate first.
-        let dest = dbus::strings::BusName::new(service).map_err(|_| Error::BadName(service.to_owned()))?;
-        let path = dbus::Path::new(path).map_err(|_| Error::BadName(path.to_owned()))?;
+        let dest = dbus::strings::BusName::new(service).map_err(|_| BusError::BadName(service.to_owned()))?;
+        let path = dbus::Path::new(path).map_err(|_| BusError::BadName(path.to_owned()))?;
         Ok(Message::method_call(
             &dest,
             &path,
@@ -195,7 +159,7 @@ impl Client {
 
     /// Every path of `service` with its value: `GetItems` on `/`, or `GetValue` on `/`
     /// when the service has no `GetItems`. Values of unsupported types are left out.
-    pub fn get_items(&mut self, service: &str) -> Result<BTreeMap<String, Value>, Error> {
+    pub fn get_items(&mut self, service: &str) -> Result<BTreeMap<String, Value>, BusError> {
         let msg = self.busitem_call(service, "/", "GetItems")?;
         match self.conn.call(msg, self.timeout) {
             Ok(reply) => {
@@ -203,7 +167,7 @@ impl Client {
                 read_items(&mut reply.iter_init(), |path, value| {
                     items.insert(path.to_owned(), value);
                 })
-                .ok_or_else(|| Error::BadReply(format!("GetItems of {service}")))?;
+                .ok_or_else(|| BusError::BadReply(format!("GetItems of {service}")))?;
                 Ok(items)
             }
             Err(e) if e.dbus_name() == Some(errors::UNKNOWN_METHOD) => {
@@ -212,12 +176,12 @@ impl Client {
                 let mut it = reply.iter_init();
                 let mut inner = it
                     .recurse(ArgType::Variant)
-                    .ok_or_else(|| Error::BadReply(format!("GetValue on / of {service}")))?;
+                    .ok_or_else(|| BusError::BadReply(format!("GetValue on / of {service}")))?;
                 let mut items = BTreeMap::new();
                 read_value_dict(&mut inner, |key, value| {
                     items.insert(format!("/{key}"), value);
                 })
-                .ok_or_else(|| Error::BadReply(format!("GetValue on / of {service}")))?;
+                .ok_or_else(|| BusError::BadReply(format!("GetValue on / of {service}")))?;
                 Ok(items)
             }
             Err(e) => Err(e),
@@ -225,47 +189,36 @@ impl Client {
     }
 
     /// `GetValue` of one path.
-    pub fn get_value(&mut self, service: &str, path: &str) -> Result<Value, Error> {
+    pub fn get_value(&mut self, service: &str, path: &str) -> Result<Value, BusError> {
         let msg = self.busitem_call(service, path, "GetValue")?;
         let reply = self.conn.call(msg, self.timeout)?;
         Value::read_variant(&mut reply.iter_init())
-            .map_err(|e| Error::BadReply(format!("GetValue {service} {path}: {e}")))
+            .map_err(|e| BusError::BadReply(format!("GetValue {service} {path}: {e}")))
     }
 
     /// `GetText` of one path.
-    pub fn get_text(&mut self, service: &str, path: &str) -> Result<String, Error> {
+    pub fn get_text(&mut self, service: &str, path: &str) -> Result<String, BusError> {
         let msg = self.busitem_call(service, path, "GetText")?;
         let reply = self.conn.call(msg, self.timeout)?;
         reply
             .read1::<String>()
-            .map_err(|e| Error::BadReply(format!("GetText {service} {path}: {e}")))
+            .map_err(|e| BusError::BadReply(format!("GetText {service} {path}: {e}")))
     }
 
     /// `SetValue` of one path; returns the service's code (0 = accepted).
-    pub fn set_value(&mut self, service: &str, path: &str, value: &Value) -> Result<i32, Error> {
+    pub fn set_value(&mut self, service: &str, path: &str, value: &Value) -> Result<i32, BusError> {
         let mut msg = self.busitem_call(service, path, "SetValue")?;
         value.append_variant(&mut IterAppend::new(&mut msg));
         let reply = self.conn.call(msg, self.timeout)?;
         reply
             .read1::<i32>()
-            .map_err(|e| Error::BadReply(format!("SetValue {service} {path}: {e}")))
-    }
-
-    /// Bulk `AddSettings` on `/` of localsettings (§5). One result per setting, in order.
-    /// [`Error::BadReply`] when the answer is not `aa{sv}` or a result lacks its integer
-    /// `error` or string `path`.
-    pub fn add_settings(&mut self, settings: &[Setting]) -> Result<Vec<SettingResult>, Error> {
-        let mut msg = Message::new_method_call(SETTINGS_SERVICE, "/", SETTINGS_IFACE, "AddSettings")
-            .map_err(|e| Error::BadName(e.to_string()))?;
-        append_settings(&mut IterAppend::new(&mut msg), settings);
-        let reply = self.conn.call(msg, self.timeout)?;
-        read_setting_results(&mut reply.iter_init()).map_err(|e| Error::BadReply(format!("AddSettings: {e}")))
+            .map_err(|e| BusError::BadReply(format!("SetValue {service} {path}: {e}")))
     }
 
     /// Follows the services whose names start with one of `prefixes` (all Venus services
     /// when empty): adds the signal matches, then maps the current owners. Later signals
-    /// come out of [`Client::poll_events`].
-    pub fn subscribe(&mut self, prefixes: &[&str]) -> Result<(), Error> {
+    /// come out of [`BusClient::poll_events`].
+    pub fn subscribe(&mut self, prefixes: &[&str]) -> Result<(), BusError> {
         self.prefixes = prefixes.iter().map(|p| (*p).to_owned()).collect();
         let rules = [
             format!("type='signal',interface='{BUSITEM}',member='ItemsChanged'"),
@@ -287,11 +240,11 @@ impl Client {
     }
 
     /// Follows exactly one service, with match rules that name it as the sender, so the
-    /// bus daemon delivers only its signals. [`Client::subscribe`] matches on prefixes in
+    /// bus daemon delivers only its signals. [`BusClient::subscribe`] matches on prefixes in
     /// this process: every `ItemsChanged` of every service (the caller's own included)
     /// reaches the connection and is decoded before it is dropped, which costs a service
     /// that publishes many changes more than its own publishing does.
-    pub fn subscribe_service(&mut self, name: &str) -> Result<(), Error> {
+    pub fn subscribe_service(&mut self, name: &str) -> Result<(), BusError> {
         super::conn::check_bus_name(name)?;
         self.prefixes = vec![name.to_owned()];
         let rules = [
@@ -323,7 +276,7 @@ impl Client {
 
     /// Appends every event that has arrived to `out`, without blocking; returns how many.
     /// Signals from services that are not followed are dropped before decoding.
-    pub fn poll_events(&mut self, out: &mut Vec<Event>) -> Result<usize, Error> {
+    pub fn poll_events(&mut self, out: &mut Vec<Event>) -> Result<usize, BusError> {
         let before = out.len();
         while let Some(msg) = self.conn.next_message()? {
             match msg.msg_type() {
@@ -395,7 +348,7 @@ impl Client {
     }
 }
 
-impl Watchable for Client {
+impl Watchable for BusClient {
     fn watch(&self) -> Watch {
         self.conn.watch()
     }
@@ -444,74 +397,10 @@ pub(crate) fn read_items<'a>(it: &mut Iter<'a>, mut f: impl FnMut(&'a str, Value
     })
 }
 
-/// Appends `aa{sv}` for `AddSettings`.
-pub(crate) fn append_settings(ia: &mut IterAppend, settings: &[Setting]) {
-    ia.append_array(&ASV, |a| {
-        for s in settings {
-            a.append_array(&ENTRY_SV, |d| {
-                append_entry(d, "path", &Value::Str(s.path.clone()));
-                append_entry(d, "default", &s.default);
-                for (key, limit) in [("min", &s.min), ("max", &s.max)] {
-                    if let Some(v) = limit {
-                        append_entry(d, key, v);
-                    }
-                }
-                if s.silent {
-                    append_entry(d, "silent", &Value::Int(1));
-                }
-            });
-        }
-    });
-}
-
-/// Reads the `aa{sv}` answer of `AddSettings`, one [`SettingResult`] per dict.
-///
-/// localsettings puts an integer `error` and the string `path` in every result. A result
-/// without them (or with other types) is not guessed at: the whole answer is `Err` with
-/// the reason, since taking a missing `error` for 0 would report success for a setting
-/// that may not exist. A `value` of an unsupported type reads as `None`.
-pub(crate) fn read_setting_results(it: &mut Iter) -> Result<Vec<SettingResult>, String> {
-    const SHAPE: &str = "expected aa{sv}";
-    let mut list = it.recurse(ArgType::Array).ok_or(SHAPE)?;
-    let mut out = Vec::new();
-    loop {
-        match list.arg_type() {
-            ArgType::Invalid => return Ok(out),
-            ArgType::Array => {
-                let (mut path, mut error, mut value) = (None, None, None);
-                for_each_entry(&mut list, |key, v| {
-                    let slot = match key {
-                        "path" => &mut path,
-                        "error" => &mut error,
-                        "value" => &mut value,
-                        _ => return Some(()),
-                    };
-                    *slot = Value::read_variant(v)
-                        .map_err(|e| log::debug!("AddSettings result {key}: {e}"))
-                        .ok();
-                    Some(())
-                })
-                .ok_or(SHAPE)?;
-                let n = out.len();
-                let Some(Value::Str(path)) = path else {
-                    return Err(format!("result {n} has no string 'path'"));
-                };
-                let error = error
-                    .as_ref()
-                    .and_then(Value::as_i64)
-                    .and_then(|e| i32::try_from(e).ok())
-                    .ok_or_else(|| format!("result {n} ({path}) has no integer 'error'"))?;
-                out.push(SettingResult { path, error, value });
-            }
-            _ => return Err(SHAPE.into()),
-        }
-        list.next();
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dbus::localsettings::{Setting, SettingResult, append_settings, read_setting_results};
 
     #[test]
     fn settings_request_round_trip() {

@@ -6,7 +6,7 @@
 //! libdbus's queue, where poll(2) cannot see it; [`Conn::call`] moves those messages into
 //! the backlog, and [`super::wait::Waiter`] returns at once while a backlog is non-empty.
 
-use super::error::Error;
+use super::error::BusError;
 use dbus::channel::{BusType, Channel, Watch};
 use dbus::strings::{BusName, Interface, Member};
 use dbus::{Message, Path};
@@ -48,7 +48,7 @@ pub struct Conn {
 
 impl Conn {
     /// Connects and registers (`Hello`). Blocking, bounded by libdbus's own timeouts.
-    pub fn open(bus: &Bus) -> Result<Conn, Error> {
+    pub fn open(bus: &Bus) -> Result<Conn, BusError> {
         let mut channel = match bus {
             Bus::System => Channel::get_private(BusType::System)?,
             Bus::Address(address) => {
@@ -81,8 +81,8 @@ impl Conn {
     }
 
     /// Queues a message for sending (no reply expected).
-    pub fn send(&self, msg: Message) -> Result<(), Error> {
-        self.channel.send(msg).map(drop).map_err(|()| Error::Disconnected)
+    pub fn send(&self, msg: Message) -> Result<(), BusError> {
+        self.channel.send(msg).map(drop).map_err(|()| BusError::Disconnected)
     }
 
     /// Writes everything queued for sending. Blocks only while the daemon's socket is full.
@@ -97,11 +97,11 @@ impl Conn {
     ///
     /// The bytes must be a valid message with a serial of its own (see
     /// [`super::marshal`]); the bus daemon disconnects a client that sends anything else.
-    pub fn send_marshalled(&mut self, bytes: &[u8]) -> Result<(), Error> {
+    pub fn send_marshalled(&mut self, bytes: &[u8]) -> Result<(), BusError> {
         if self.channel.has_messages_to_send() {
             self.channel.flush();
             if self.channel.has_messages_to_send() {
-                return Err(Error::Disconnected);
+                return Err(BusError::Disconnected);
             }
         }
         let fd = self.channel.watch().fd;
@@ -129,20 +129,20 @@ impl Conn {
                     let left = deadline.saturating_duration_since(std::time::Instant::now());
                     let mut set = crate::poll_set::PollSet::new();
                     let i = set.push(fd, false, true);
-                    set.wait(Some(left)).map_err(|_| Error::Disconnected)?;
+                    set.wait(Some(left)).map_err(|_| BusError::Disconnected)?;
                     if !set.is_ready(i) && std::time::Instant::now() >= deadline {
-                        return Err(Error::Disconnected);
+                        return Err(BusError::Disconnected);
                     }
                 }
-                _ => return Err(Error::Disconnected),
+                _ => return Err(BusError::Disconnected),
             }
         }
         Ok(())
     }
 
     /// Sends a method call and waits up to `timeout` for its reply. An error reply becomes
-    /// [`Error::Dbus`] with the error's name. Messages read meanwhile go to the backlog.
-    pub fn call(&mut self, msg: Message, timeout: Duration) -> Result<Message, Error> {
+    /// [`BusError::Dbus`] with the error's name. Messages read meanwhile go to the backlog.
+    pub fn call(&mut self, msg: Message, timeout: Duration) -> Result<Message, BusError> {
         let reply = self.channel.send_with_reply_and_block(msg, timeout);
         while let Some(m) = self.channel.pop_message() {
             self.backlog.push_back(m);
@@ -152,7 +152,7 @@ impl Conn {
 
     /// The next incoming message without blocking: the backlog first, then whatever the
     /// socket has. `Err(Disconnected)` once the daemon is gone.
-    pub fn next_message(&mut self) -> Result<Option<Message>, Error> {
+    pub fn next_message(&mut self) -> Result<Option<Message>, BusError> {
         if let Some(m) = self.backlog.pop_front() {
             return Ok(Some(m));
         }
@@ -161,7 +161,7 @@ impl Conn {
         }
         self.channel
             .read_write(Some(Duration::ZERO))
-            .map_err(|()| Error::Disconnected)?;
+            .map_err(|()| BusError::Disconnected)?;
         Ok(self.channel.pop_message())
     }
 
@@ -171,7 +171,7 @@ impl Conn {
     }
 
     /// `RequestName(name, DO_NOT_QUEUE)`; `Err(NameTaken)` unless we became primary owner.
-    pub fn request_name(&mut self, name: &str) -> Result<(), Error> {
+    pub fn request_name(&mut self, name: &str) -> Result<(), BusError> {
         const DO_NOT_QUEUE: u32 = 4;
         const PRIMARY_OWNER: u32 = 1;
         const ALREADY_OWNER: u32 = 4;
@@ -180,15 +180,15 @@ impl Conn {
         let reply = self.call(msg, DEFAULT_TIMEOUT)?;
         match reply.read1::<u32>() {
             Ok(PRIMARY_OWNER | ALREADY_OWNER) => Ok(()),
-            Ok(_) => Err(Error::NameTaken(name.to_owned())),
-            Err(e) => Err(Error::BadReply(format!("RequestName: {e}"))),
+            Ok(_) => Err(BusError::NameTaken(name.to_owned())),
+            Err(e) => Err(BusError::BadReply(format!("RequestName: {e}"))),
         }
     }
 
     /// `ReleaseName(name)`, waiting for the daemon's answer: once this returns, the name is
     /// free for another connection (closing the connection frees it only when the daemon
     /// gets round to noticing).
-    pub fn release_name(&mut self, name: &str) -> Result<(), Error> {
+    pub fn release_name(&mut self, name: &str) -> Result<(), BusError> {
         check_bus_name(name)?;
         let msg = Conn::daemon_call("ReleaseName").append1(name);
         self.call(msg, DEFAULT_TIMEOUT).map(drop)
@@ -196,10 +196,10 @@ impl Conn {
 }
 
 /// `Ok` when `name` is a valid well-known bus name.
-pub(crate) fn check_bus_name(name: &str) -> Result<(), Error> {
+pub(crate) fn check_bus_name(name: &str) -> Result<(), BusError> {
     match BusName::new(name) {
         Ok(_) if !name.starts_with(':') => Ok(()),
-        _ => Err(Error::BadName(name.to_owned())),
+        _ => Err(BusError::BadName(name.to_owned())),
     }
 }
 
@@ -215,11 +215,11 @@ pub(crate) fn error_reply(msg: &Message, name: &'static str, text: &str) -> Opti
 /// D-Bus error names used in replies.
 pub(crate) mod errors {
     /// No object at that path.
-    pub const UNKNOWN_OBJECT: &str = "org.freedesktop.DBus.Error.UnknownObject";
+    pub const UNKNOWN_OBJECT: &str = "org.freedesktop.DBus.BusError.UnknownObject";
     /// The object has no such method.
-    pub const UNKNOWN_METHOD: &str = "org.freedesktop.DBus.Error.UnknownMethod";
+    pub const UNKNOWN_METHOD: &str = "org.freedesktop.DBus.BusError.UnknownMethod";
     /// The object has no such interface.
-    pub const UNKNOWN_INTERFACE: &str = "org.freedesktop.DBus.Error.UnknownInterface";
+    pub const UNKNOWN_INTERFACE: &str = "org.freedesktop.DBus.BusError.UnknownInterface";
     /// Wrong number or types of arguments.
-    pub const INVALID_ARGS: &str = "org.freedesktop.DBus.Error.InvalidArgs";
+    pub const INVALID_ARGS: &str = "org.freedesktop.DBus.BusError.InvalidArgs";
 }

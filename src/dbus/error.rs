@@ -5,7 +5,7 @@ use std::fmt;
 
 /// What can go wrong talking to the bus.
 #[derive(Debug)]
-pub enum Error {
+pub enum BusError {
     /// libdbus or a peer reported an error (connect failure, error reply, timeout…).
     Dbus(dbus::Error),
     /// `RequestName` did not make us the primary owner: another process owns the name.
@@ -24,65 +24,65 @@ pub enum Error {
     Io(std::io::Error),
 }
 
-impl fmt::Display for Error {
+impl fmt::Display for BusError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::Dbus(e) => match (e.name(), e.message()) {
+            BusError::Dbus(e) => match (e.name(), e.message()) {
                 (Some(n), Some(m)) => write!(f, "D-Bus error {n}: {m}"),
                 (Some(n), None) => write!(f, "D-Bus error {n}"),
                 _ => write!(f, "D-Bus error"),
             },
-            Error::NameTaken(n) => write!(
+            BusError::NameTaken(n) => write!(
                 f,
                 "the D-Bus name {n} is already owned by another process (is another instance running?)"
             ),
-            Error::BadName(n) => write!(
+            BusError::BadName(n) => write!(
                 f,
                 "'{n}' is not a valid D-Bus name (elements of [A-Za-z0-9_-], not starting with a digit)"
             ),
-            Error::Disconnected => write!(f, "disconnected from the D-Bus daemon"),
-            Error::BadReply(what) => write!(f, "unexpected D-Bus reply: {what}"),
-            Error::Timeout(what) => write!(f, "timed out: {what}"),
-            Error::Tree(e) => e.fmt(f),
-            Error::Io(e) => write!(f, "I/O error: {e}"),
+            BusError::Disconnected => write!(f, "disconnected from the D-Bus daemon"),
+            BusError::BadReply(what) => write!(f, "unexpected D-Bus reply: {what}"),
+            BusError::Timeout(what) => write!(f, "timed out: {what}"),
+            BusError::Tree(e) => e.fmt(f),
+            BusError::Io(e) => write!(f, "I/O error: {e}"),
         }
     }
 }
 
-impl std::error::Error for Error {
+impl std::error::Error for BusError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Error::Dbus(e) => Some(e),
-            Error::Tree(e) => Some(e),
-            Error::Io(e) => Some(e),
+            BusError::Dbus(e) => Some(e),
+            BusError::Tree(e) => Some(e),
+            BusError::Io(e) => Some(e),
             _ => None,
         }
     }
 }
 
-impl From<dbus::Error> for Error {
+impl From<dbus::Error> for BusError {
     fn from(e: dbus::Error) -> Self {
-        Error::Dbus(e)
+        BusError::Dbus(e)
     }
 }
 
-impl From<TreeError> for Error {
+impl From<TreeError> for BusError {
     fn from(e: TreeError) -> Self {
-        Error::Tree(e)
+        BusError::Tree(e)
     }
 }
 
-impl From<std::io::Error> for Error {
+impl From<std::io::Error> for BusError {
     fn from(e: std::io::Error) -> Self {
-        Error::Io(e)
+        BusError::Io(e)
     }
 }
 
-impl Error {
+impl BusError {
     /// The D-Bus error name, when the peer answered with an error reply.
     pub fn dbus_name(&self) -> Option<&str> {
         match self {
-            Error::Dbus(e) => e.name(),
+            BusError::Dbus(e) => e.name(),
             _ => None,
         }
     }

@@ -11,7 +11,7 @@
 //! I/O at the edges:
 //! - [`Service`]: one connection + one well-known name + one tree (§1: one connection per
 //!   service); name claimed after the tree is complete.
-//! - [`Client`]: `GetItems`/`GetValue`/`SetValue`/`AddSettings` on other services, and
+//! - [`BusClient`]: `GetItems`/`GetValue`/`SetValue`/`AddSettings` on other services, and
 //!   their signals as [`Event`]s.
 //! - [`Waiter`]/[`Waker`]: poll(2) over every connection plus a wake socket.
 //!
@@ -64,6 +64,7 @@ pub mod client;
 pub mod conn;
 pub mod error;
 pub mod introspect;
+pub mod localsettings;
 pub mod marshal;
 pub mod service;
 pub mod text;
@@ -75,9 +76,10 @@ pub mod wire;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
-pub use client::{Client, Event, Setting, SettingResult};
+pub use client::{BusClient, Event};
 pub use conn::Bus;
-pub use error::Error;
+pub use error::BusError;
+pub use localsettings::{Setting, SettingResult};
 pub use service::{Service, WriteHandler, WriteOutcome};
 pub use text::Format;
 pub use tree::{Access, ItemId, ItemTree, NodeRef, TreeBuilder};

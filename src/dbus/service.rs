@@ -17,7 +17,7 @@
 //! `NO_REPLY_EXPECTED` gets no reply, whatever the outcome.
 
 use super::conn::{Bus, Conn, error_reply, errors};
-use super::error::Error;
+use super::error::BusError;
 use super::introspect;
 use super::marshal;
 use super::tree::{Access, ItemId, ItemTree, NodeRef};
@@ -75,8 +75,8 @@ pub struct Service {
 impl Service {
     /// Connects to `bus`, then claims `name` with `DO_NOT_QUEUE`. The tree is complete by
     /// construction, so the name appears only once every path (and `/DeviceInstance`)
-    /// can be read. Fails with [`Error::NameTaken`] when another process owns the name.
-    pub fn new(bus: &Bus, name: &str, tree: ItemTree) -> Result<Service, Error> {
+    /// can be read. Fails with [`BusError::NameTaken`] when another process owns the name.
+    pub fn new(bus: &Bus, name: &str, tree: ItemTree) -> Result<Service, BusError> {
         super::conn::check_bus_name(name)?;
         let mut conn = Conn::open(bus)?;
         conn.request_name(name)?;
@@ -97,7 +97,7 @@ impl Service {
     /// Gives the name up and closes the connection. Unlike a plain drop, the name is free
     /// when this returns, so a new service can claim it at once (re-registration with a new
     /// device instance under the same name).
-    pub fn release(mut self) -> Result<(), Error> {
+    pub fn release(mut self) -> Result<(), BusError> {
         self.conn.flush();
         self.conn.release_name(&self.name)
     }
@@ -124,7 +124,7 @@ impl Service {
 
     /// Sends one `ItemsChanged` on `/` with every path changed since the last flush, and
     /// ends the batch. Sends nothing and returns `Ok(false)` when nothing changed.
-    pub fn flush(&mut self) -> Result<bool, Error> {
+    pub fn flush(&mut self) -> Result<bool, BusError> {
         if !self.tree.has_changes() {
             return Ok(false);
         }
@@ -143,7 +143,7 @@ impl Service {
 
     /// Answers every call that has arrived, without blocking. Writes go to `handler`.
     /// Returns how many messages were handled; `Err(Disconnected)` when the bus is gone.
-    pub fn process(&mut self, handler: &mut dyn WriteHandler) -> Result<usize, Error> {
+    pub fn process(&mut self, handler: &mut dyn WriteHandler) -> Result<usize, BusError> {
         let mut handled = 0;
         while let Some(msg) = self.conn.next_message()? {
             handled += 1;

@@ -1,7 +1,7 @@
 //! Waiting on several connections at once, and waking that wait from another thread.
 //!
 //! One D-Bus thread owns every [`Service`](super::Service) (one connection each) and maybe a
-//! [`Client`](super::Client). It blocks in [`Waiter::wait`] on all their fds plus a wake
+//! [`BusClient`](super::BusClient). It blocks in [`Waiter::wait`] on all their fds plus a wake
 //! socket; a serial-polling thread sends readings over a channel and calls [`Waker::wake`].
 //! D-Bus calls are therefore answered as soon as they arrive, however long the serial side
 //! is stuck in a timeout.

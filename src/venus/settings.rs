@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use crate::dbus::client::SETTINGS_SERVICE;
-use crate::dbus::{Bus, Client, Error, Event, Setting, Value};
+use crate::dbus::localsettings::SETTINGS_SERVICE;
+use crate::dbus::{Bus, BusClient, BusError, Event, Setting, Value};
 
 use super::role::{PositionKind, Role};
 
@@ -90,17 +90,17 @@ impl std::fmt::Display for ClassAndInstance {
 
 /// A connection to localsettings.
 pub struct SettingsLink {
-    client: Client,
+    client: BusClient,
 }
 
 impl SettingsLink {
     /// Connect and wait up to `wait` for localsettings to appear.
     /// `Ok(None)` when it does not.
-    pub fn connect(bus: &Bus, wait: Duration) -> Result<Option<SettingsLink>, Error> {
-        let mut client = Client::new(bus)?;
+    pub fn connect(bus: &Bus, wait: Duration) -> Result<Option<SettingsLink>, BusError> {
+        let mut client = BusClient::new(bus)?;
         match client.wait_for_name(SETTINGS_SERVICE, wait) {
             Ok(()) => {}
-            Err(Error::Timeout(_)) => return Ok(None),
+            Err(BusError::Timeout(_)) => return Ok(None),
             Err(e) => return Err(e),
         }
         client.subscribe_service(SETTINGS_SERVICE)?;
@@ -108,7 +108,7 @@ impl SettingsLink {
     }
 
     /// The connection, to wait on.
-    pub fn client(&self) -> &Client {
+    pub fn client(&self) -> &BusClient {
         &self.client
     }
 
@@ -205,7 +205,7 @@ impl SettingsLink {
 
     /// Changes of meters' settings that arrived, without blocking. Errors
     /// mean the bus connection is gone.
-    pub fn changes(&mut self, scratch: &mut Vec<Event>, out: &mut Vec<SettingChange>) -> Result<(), Error> {
+    pub fn changes(&mut self, scratch: &mut Vec<Event>, out: &mut Vec<SettingChange>) -> Result<(), BusError> {
         scratch.clear();
         self.client.poll_events(scratch)?;
         for event in scratch.drain(..) {

@@ -6,7 +6,7 @@
 #![allow(dead_code)] // the bench uses a subset
 
 use pzem::dbus::testkit::{PrivateBus, SettingsDouble};
-use pzem::dbus::{Client, Event, Value, Waiter, Waker, Watchable};
+use pzem::dbus::{BusClient, Event, Value, Waiter, Waker, Watchable};
 use pzem::{AcReading, DcReading, Reading};
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -141,7 +141,7 @@ pub struct Appeared {
 
 /// A Venus-monitor-like client: follows every `com.victronenergy.*` service.
 pub struct Monitor {
-    pub client: Client,
+    pub client: BusClient,
     waiter: Waiter,
     _waker: Waker,
     /// Current values per service.
@@ -154,7 +154,7 @@ pub struct Monitor {
 
 impl Monitor {
     pub fn new(bus: &PrivateBus) -> Monitor {
-        let mut client = Client::new(&bus.bus()).unwrap();
+        let mut client = BusClient::new(&bus.bus()).unwrap();
         client.subscribe(&[]).unwrap();
         let (waiter, waker) = Waiter::new().unwrap();
         let mut m = Monitor {

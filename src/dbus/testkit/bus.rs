@@ -1,6 +1,6 @@
 //! A private `dbus-daemon` for tests and demos.
 
-use crate::dbus::{Bus, Error};
+use crate::dbus::{Bus, BusError};
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdout, Command, Stdio};
@@ -19,7 +19,7 @@ pub struct PrivateBus {
 impl PrivateBus {
     /// Starts the daemon and waits until it prints its address (it is then accepting
     /// connections). Needs `dbus-daemon` on `PATH` (Debian package `dbus-daemon`).
-    pub fn start() -> Result<PrivateBus, Error> {
+    pub fn start() -> Result<PrivateBus, BusError> {
         static COUNTER: AtomicU32 = AtomicU32::new(0);
         let dir = std::env::temp_dir().join(format!(
             "pzem-bus-{}-{}",
@@ -39,7 +39,7 @@ impl PrivateBus {
             Ok(c) => c,
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&dir);
-                return Err(Error::Io(std::io::Error::new(
+                return Err(BusError::Io(std::io::Error::new(
                     e.kind(),
                     format!("cannot run dbus-daemon ({e}); install the dbus-daemon package"),
                 )));
@@ -48,7 +48,7 @@ impl PrivateBus {
         let Some(stdout) = child.stdout.take() else {
             let _ = child.kill();
             let _ = child.wait();
-            return Err(Error::Io(std::io::Error::other("dbus-daemon stdout not captured")));
+            return Err(BusError::Io(std::io::Error::other("dbus-daemon stdout not captured")));
         };
         let mut bus = PrivateBus {
             _stdout: BufReader::new(stdout),
@@ -61,7 +61,7 @@ impl PrivateBus {
         let address = line.trim();
         if address.is_empty() {
             // Drop kills and reaps the daemon.
-            return Err(Error::Io(std::io::Error::other(
+            return Err(BusError::Io(std::io::Error::other(
                 "dbus-daemon exited without printing an address",
             )));
         }

@@ -17,14 +17,14 @@
 //! Not modelled: `AddSetting`/`AddSilentSetting` (old form), `RemoveSettings`, group nodes,
 //! persistence to XML.
 
-use crate::dbus::client::{SETTINGS_IFACE, SETTINGS_SERVICE as SERVICE};
 use crate::dbus::conn::{Conn, error_reply, errors};
+use crate::dbus::localsettings::{SETTINGS_IFACE, SETTINGS_SERVICE as SERVICE};
 use crate::dbus::value::{Kind, Value};
 use crate::dbus::wait::{Waiter, Waker, Watchable};
 use crate::dbus::wire::{
     ASV, BUSITEM, BUSITEM_IFACE, ENTRY_SASV, ENTRY_SV, PROPERTIES_CHANGED, append_entry, for_each_entry,
 };
-use crate::dbus::{Bus, Error};
+use crate::dbus::{Bus, BusError};
 use dbus::Message;
 use dbus::arg::{ArgType, Iter, IterAppend};
 use std::collections::BTreeMap;
@@ -62,7 +62,7 @@ pub struct SettingsDouble {
 impl SettingsDouble {
     /// Connects to `bus`, claims `com.victronenergy.settings` and serves it from a thread.
     /// Returns once the name is owned.
-    pub fn start(bus: &Bus) -> Result<SettingsDouble, Error> {
+    pub fn start(bus: &Bus) -> Result<SettingsDouble, BusError> {
         let mut conn = Conn::open(bus)?;
         conn.request_name(SERVICE)?;
         let store = Arc::new(Mutex::new(Store::new()));
@@ -116,7 +116,7 @@ impl Drop for SettingsDouble {
 }
 
 /// Answers everything that has arrived.
-fn serve(conn: &mut Conn, store: &Mutex<Store>) -> Result<(), Error> {
+fn serve(conn: &mut Conn, store: &Mutex<Store>) -> Result<(), BusError> {
     let mut sent = false;
     while let Some(msg) = conn.next_message()? {
         if msg.msg_type() != dbus::MessageType::MethodCall {

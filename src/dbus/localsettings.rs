@@ -1,0 +1,133 @@
+//! localsettings (`com.victronenergy.settings`, venus-conventions.md §5): its names and
+//! the bulk `AddSettings` call. Everything else (`GetValue`, `SetValue`, change signals)
+//! is the plain BusItem API of [`BusClient`].
+
+use dbus::Message;
+use dbus::arg::{ArgType, Iter, IterAppend};
+
+use super::client::BusClient;
+use super::error::BusError;
+use super::value::Value;
+use super::wire::{ASV, ENTRY_SV, append_entry, for_each_entry};
+
+/// The localsettings service.
+pub const SETTINGS_SERVICE: &str = "com.victronenergy.settings";
+/// The interface of localsettings' management methods (`AddSettings`…).
+pub const SETTINGS_IFACE: &str = "com.victronenergy.Settings";
+
+/// One entry of a bulk `AddSettings` request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Setting {
+    /// Full path, e.g. `/Settings/Devices/pzem_x/ClassAndVrmInstance` (called on `/`).
+    pub path: String,
+    /// Default; its kind decides the setting's type (int, float or string: §5).
+    pub default: Value,
+    /// Lower limit (`None`: no limit).
+    pub min: Option<Value>,
+    /// Upper limit (`None`: no limit).
+    pub max: Option<Value>,
+    /// Changes are not logged by localsettings.
+    pub silent: bool,
+}
+
+impl Setting {
+    /// A setting with no limits, not silent.
+    pub fn new(path: impl Into<String>, default: impl Into<Value>) -> Setting {
+        Setting {
+            path: path.into(),
+            default: default.into(),
+            min: None,
+            max: None,
+            silent: false,
+        }
+    }
+}
+
+/// The answer for one [`Setting`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct SettingResult {
+    /// The path, as echoed by localsettings.
+    pub path: String,
+    /// 0 when the setting exists now; negative codes as listed in §5.
+    pub error: i32,
+    /// The stored (or allocated) value when `error` is 0.
+    pub value: Option<Value>,
+}
+
+impl BusClient {
+    /// Bulk `AddSettings` on `/` of localsettings (§5). One result per setting, in order.
+    /// [`BusError::BadReply`] when the answer is not `aa{sv}` or a result lacks its integer
+    /// `error` or string `path`.
+    pub fn add_settings(&mut self, settings: &[Setting]) -> Result<Vec<SettingResult>, BusError> {
+        let mut msg = Message::new_method_call(SETTINGS_SERVICE, "/", SETTINGS_IFACE, "AddSettings")
+            .map_err(|e| BusError::BadName(e.to_string()))?;
+        append_settings(&mut IterAppend::new(&mut msg), settings);
+        let reply = self.call(msg)?;
+        read_setting_results(&mut reply.iter_init()).map_err(|e| BusError::BadReply(format!("AddSettings: {e}")))
+    }
+}
+
+/// Appends `aa{sv}` for `AddSettings`.
+pub(crate) fn append_settings(ia: &mut IterAppend, settings: &[Setting]) {
+    ia.append_array(&ASV, |a| {
+        for s in settings {
+            a.append_array(&ENTRY_SV, |d| {
+                append_entry(d, "path", &Value::Str(s.path.clone()));
+                append_entry(d, "default", &s.default);
+                for (key, limit) in [("min", &s.min), ("max", &s.max)] {
+                    if let Some(v) = limit {
+                        append_entry(d, key, v);
+                    }
+                }
+                if s.silent {
+                    append_entry(d, "silent", &Value::Int(1));
+                }
+            });
+        }
+    });
+}
+
+/// Reads the `aa{sv}` answer of `AddSettings`, one [`SettingResult`] per dict.
+///
+/// localsettings puts an integer `error` and the string `path` in every result. A result
+/// without them (or with other types) is not guessed at: the whole answer is `Err` with
+/// the reason, since taking a missing `error` for 0 would report success for a setting
+/// that may not exist. A `value` of an unsupported type reads as `None`.
+pub(crate) fn read_setting_results(it: &mut Iter) -> Result<Vec<SettingResult>, String> {
+    const SHAPE: &str = "expected aa{sv}";
+    let mut list = it.recurse(ArgType::Array).ok_or(SHAPE)?;
+    let mut out = Vec::new();
+    loop {
+        match list.arg_type() {
+            ArgType::Invalid => return Ok(out),
+            ArgType::Array => {
+                let (mut path, mut error, mut value) = (None, None, None);
+                for_each_entry(&mut list, |key, v| {
+                    let slot = match key {
+                        "path" => &mut path,
+                        "error" => &mut error,
+                        "value" => &mut value,
+                        _ => return Some(()),
+                    };
+                    *slot = Value::read_variant(v)
+                        .map_err(|e| log::debug!("AddSettings result {key}: {e}"))
+                        .ok();
+                    Some(())
+                })
+                .ok_or(SHAPE)?;
+                let n = out.len();
+                let Some(Value::Str(path)) = path else {
+                    return Err(format!("result {n} has no string 'path'"));
+                };
+                let error = error
+                    .as_ref()
+                    .and_then(Value::as_i64)
+                    .and_then(|e| i32::try_from(e).ok())
+                    .ok_or_else(|| format!("result {n} ({path}) has no integer 'error'"))?;
+                out.push(SettingResult { path, error, value });
+            }
+            _ => return Err(SHAPE.into()),
+        }
+        list.next();
+    }
+}
