@@ -401,6 +401,7 @@ pub(crate) fn read_items<'a>(it: &mut Iter<'a>, mut f: impl FnMut(&'a str, Value
 mod tests {
     use super::*;
     use crate::dbus::localsettings::{Setting, SettingResult, append_settings, read_setting_results};
+    use crate::dbus::wire::{ASV, ENTRY_SV, append_entry};
 
     #[test]
     fn settings_request_round_trip() {
