@@ -20,8 +20,9 @@ fn push_fixed(out: &mut String, value: f64, decimals: u8) {
         return;
     };
     let scaled = value.abs() * scale;
-    // 2^53: every integer below is exact; beyond, leave it to std.
-    if !(scaled < 9_007_199_254_740_992.0) || (scaled - scaled.trunc()) == 0.5 {
+    // 2^53: every integer below is exact; beyond (and NaN), leave it to std.
+    let exact = scaled.is_finite() && scaled < 9_007_199_254_740_992.0;
+    if !exact || (scaled - scaled.trunc()) == 0.5 {
         let _ = write!(out, "{value:.*}", usize::from(decimals));
         return;
     }
