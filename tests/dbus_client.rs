@@ -36,7 +36,7 @@ fn get_items_and_single_values() {
     assert_eq!(client.get_value(NAME, "/ProductName").unwrap(), Value::from("PZEM-016"));
     assert_eq!(client.get_text(NAME, "/Ac/Power").unwrap(), "1.5 W");
     let e = client.get_value(NAME, "/Nope").unwrap_err();
-    assert_eq!(e.dbus_name(), Some("org.freedesktop.DBus.BusError.UnknownObject"));
+    assert_eq!(e.dbus_name(), Some("org.freedesktop.DBus.Error.UnknownObject"));
     assert!(matches!(client.get_value("not a name", "/"), Err(BusError::BadName(_))));
     assert!(matches!(client.get_value(NAME, "no/slash"), Err(BusError::BadName(_))));
 }
@@ -238,7 +238,7 @@ fn get_items_falls_back_to_get_value_on_root() {
                     );
                     m.return_with_args((dbus::arg::Variant(d),))
                 }
-                _ => m.error(&"org.freedesktop.DBus.BusError.UnknownMethod".into(), c"no"),
+                _ => m.error(&"org.freedesktop.DBus.Error.UnknownMethod".into(), c"no"),
             };
             conn.send(reply).unwrap();
             conn.flush();

@@ -123,7 +123,7 @@ impl BusClient {
                 .read1::<String>()
                 .map(Some)
                 .map_err(|e| BusError::BadReply(format!("GetNameOwner: {e}"))),
-            Err(e) if e.dbus_name() == Some("org.freedesktop.DBus.BusError.NameHasNoOwner") => Ok(None),
+            Err(e) if e.dbus_name() == Some("org.freedesktop.DBus.Error.NameHasNoOwner") => Ok(None),
             Err(e) => Err(e),
         }
     }

@@ -215,11 +215,11 @@ pub(crate) fn error_reply(msg: &Message, name: &'static str, text: &str) -> Opti
 /// D-Bus error names used in replies.
 pub(crate) mod errors {
     /// No object at that path.
-    pub const UNKNOWN_OBJECT: &str = "org.freedesktop.DBus.BusError.UnknownObject";
+    pub const UNKNOWN_OBJECT: &str = "org.freedesktop.DBus.Error.UnknownObject";
     /// The object has no such method.
-    pub const UNKNOWN_METHOD: &str = "org.freedesktop.DBus.BusError.UnknownMethod";
+    pub const UNKNOWN_METHOD: &str = "org.freedesktop.DBus.Error.UnknownMethod";
     /// The object has no such interface.
-    pub const UNKNOWN_INTERFACE: &str = "org.freedesktop.DBus.BusError.UnknownInterface";
+    pub const UNKNOWN_INTERFACE: &str = "org.freedesktop.DBus.Error.UnknownInterface";
     /// Wrong number or types of arguments.
-    pub const INVALID_ARGS: &str = "org.freedesktop.DBus.BusError.InvalidArgs";
+    pub const INVALID_ARGS: &str = "org.freedesktop.DBus.Error.InvalidArgs";
 }
