@@ -42,9 +42,9 @@
 #[path = "../tests/support/rig.rs"]
 mod rig;
 
-use pzem::model::{frame_gap_us, wire_time_us};
 use pzem::sim::{Pacing, SimBus, SimMeter, SimServer};
 use pzem::{Model, StopBits};
+use pzem::{frame_gap_us, wire_time_us};
 use rig::*;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -40,7 +40,7 @@ extern "C" fn on_signal(_: libc::c_int) {
 }
 
 fn main() -> ExitCode {
-    let args = match pzem::line::utf8_args() {
+    let args = match pzem::utf8_args() {
         Ok(a) => a,
         Err(e) => return usage_error(&e),
     };

@@ -8,12 +8,12 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use getopts::{Matches, Options};
+use pzem::DEFAULT_TIMEOUT;
 use pzem::info::options::{self as opt, Action, ScanRange, UsageError, usage};
 use pzem::info::report::MeterReport;
 use pzem::info::{Exit, Hooks, PROGRAM, Target, actions, diagnose, json, text};
-use pzem::line::{Line, utf8_args};
-use pzem::transport::DEFAULT_TIMEOUT;
 use pzem::{Address, Client, ModelChoice, StopBits};
+use pzem::{Line, utf8_args};
 
 const ABOUT: &str = "\
 Inspect and configure Peacefair PZEM energy meters (AC: PZEM-004T v3, 014, 016;

@@ -25,7 +25,7 @@ Runs until interrupted. Exit codes: 0 ok, 2 usage error, 1 cannot serve.";
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let args = match pzem::line::utf8_args() {
+    let args = match pzem::utf8_args() {
         Ok(a) => a,
         Err(e) => return usage_error(&e),
     };

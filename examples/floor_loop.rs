@@ -20,7 +20,7 @@ const BITS_PER_CHARACTER: u64 = 11;
 /// The line speed of every PZEM.
 const BAUD_RATE: u64 = 9600;
 /// The Modbus-RTU inter-frame silence, 3.5 characters, in nanoseconds (as
-/// `pzem::model::frame_gap_us` for two stop bits, ≈ 4.0 ms).
+/// `pzem::frame_gap_us` for two stop bits, ≈ 4.0 ms).
 const FRAME_GAP_NS: u64 = 7 * BITS_PER_CHARACTER * 1_000_000 / BAUD_RATE / 2 * 1000;
 /// How long to wait for a reply (pzem-dbus's default `-t 300`).
 const REPLY_TIMEOUT_NS: u64 = 300_000_000;

@@ -9,19 +9,19 @@ use std::fmt;
 use crate::frame::Registers;
 
 /// Input registers to read for one AC reading (0x0000..=0x0009).
-pub const INPUT_REGISTERS: u16 = 10;
+pub(crate) const INPUT_REGISTERS: u16 = 10;
 
 /// Holding register of the power alarm threshold (1 W per LSB).
-pub const REG_POWER_ALARM: u16 = 0x0001;
+pub(crate) const REG_POWER_ALARM: u16 = 0x0001;
 
-/// Holding register of the Modbus address.
-pub const REG_ADDRESS: u16 = 0x0002;
+/// Holding register of the Modbus address (the same in the DC family).
+pub(crate) const REG_ADDRESS: u16 = 0x0002;
 
 /// Holding registers to read for [`AcParameters`]: 0x0001 and 0x0002.
-pub const PARAMETER_REGISTERS: (u16, u16) = (REG_POWER_ALARM, 2);
+pub(crate) const PARAMETER_REGISTERS: (u16, u16) = (REG_POWER_ALARM, 2);
 
 /// Highest power alarm threshold accepted, in watts.
-pub const MAX_POWER_ALARM_W: u16 = 25_000;
+pub(crate) const MAX_POWER_ALARM_W: u16 = 25_000;
 
 /// One AC measurement snapshot, as raw integers with unit accessors.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -163,7 +163,7 @@ impl AcParameters {
 
 /// A power alarm threshold outside 1..=25 000 W.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PowerAlarmOutOfRange(pub u32);
+pub(crate) struct PowerAlarmOutOfRange(pub u32);
 
 impl fmt::Display for PowerAlarmOutOfRange {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -178,7 +178,7 @@ impl fmt::Display for PowerAlarmOutOfRange {
 impl std::error::Error for PowerAlarmOutOfRange {}
 
 /// Check a power alarm threshold in W and give its register value.
-pub fn power_alarm_register(watts: u32) -> Result<u16, PowerAlarmOutOfRange> {
+pub(crate) fn power_alarm_register(watts: u32) -> Result<u16, PowerAlarmOutOfRange> {
     match u16::try_from(watts) {
         Ok(w) if (1..=MAX_POWER_ALARM_W).contains(&w) => Ok(w),
         _ => Err(PowerAlarmOutOfRange(watts)),

@@ -12,7 +12,7 @@ use crate::transport::Transport;
 
 // Kept here so that `crate::client::Reading` and `pzem::client::Parameters` still
 // resolve: the types themselves are sans-IO and live in `crate::reading`.
-pub use crate::reading::{Parameters, Reading};
+pub(crate) use crate::reading::{Parameters, Reading};
 
 /// Requests to meters, with bounded retries of transient failures (no
 /// answer, garbled reply). Refusals and verification failures are never

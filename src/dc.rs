@@ -11,26 +11,23 @@ use crate::ac::{RegisterCountError, expect_len};
 use crate::frame::Registers;
 
 /// Input registers to read for one DC reading (0x0000..=0x0007).
-pub const INPUT_REGISTERS: u16 = 8;
+pub(crate) const INPUT_REGISTERS: u16 = 8;
 
 /// Holding register of the high-voltage alarm threshold (0.01 V).
-pub const REG_HIGH_VOLTAGE_ALARM: u16 = 0x0000;
+pub(crate) const REG_HIGH_VOLTAGE_ALARM: u16 = 0x0000;
 
 /// Holding register of the low-voltage alarm threshold (0.01 V).
-pub const REG_LOW_VOLTAGE_ALARM: u16 = 0x0001;
-
-/// Holding register of the Modbus address.
-pub const REG_ADDRESS: u16 = 0x0002;
+pub(crate) const REG_LOW_VOLTAGE_ALARM: u16 = 0x0001;
 
 /// Holding register of the shunt range (PZEM-017 only).
-pub const REG_SHUNT: u16 = 0x0003;
+pub(crate) const REG_SHUNT: u16 = 0x0003;
 
 /// Lowest high-voltage alarm threshold, 0.01 V (5 V).
-pub const MIN_HIGH_ALARM_CV: u16 = 500;
+pub(crate) const MIN_HIGH_ALARM_CV: u16 = 500;
 /// Lowest low-voltage alarm threshold, 0.01 V (1 V).
-pub const MIN_LOW_ALARM_CV: u16 = 100;
+pub(crate) const MIN_LOW_ALARM_CV: u16 = 100;
 /// Highest voltage alarm threshold, 0.01 V (350 V).
-pub const MAX_ALARM_CV: u16 = 35_000;
+pub(crate) const MAX_ALARM_CV: u16 = 35_000;
 
 /// One DC measurement snapshot, as raw integers with unit accessors.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -262,7 +259,7 @@ impl std::error::Error for DcParametersError {}
 
 /// Voltage alarm thresholds the meter would not accept.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub struct VoltageAlarmsOutOfRange {
+pub(crate) struct VoltageAlarmsOutOfRange {
     /// High threshold asked for, V.
     pub high_v: f64,
     /// Low threshold asked for, V.
@@ -283,7 +280,7 @@ impl std::error::Error for VoltageAlarmsOutOfRange {}
 
 /// Check voltage alarm thresholds in V and give their register values
 /// `(high, low)` in 0.01 V.
-pub fn voltage_alarm_registers(high_v: f64, low_v: f64) -> Result<(u16, u16), VoltageAlarmsOutOfRange> {
+pub(crate) fn voltage_alarm_registers(high_v: f64, low_v: f64) -> Result<(u16, u16), VoltageAlarmsOutOfRange> {
     let err = VoltageAlarmsOutOfRange { high_v, low_v };
     let to_cv = |v: f64| {
         let cv = (v * 100.0).round();

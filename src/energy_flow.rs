@@ -73,7 +73,7 @@
 //! readings with the saved counters, so the energy that flowed while the
 //! service was down is booked as one step. The state is one checksummed
 //! line ([`FlowState::to_line`], [`FlowState::parse`]); keep it with
-//! [`crate::state_file`], which writes atomically and keeps a backup.
+//! the crate's state-file module, which writes atomically and keeps a backup.
 //!
 //! After a crash (no flush) the tracker restarts from the last save, so the
 //! flows it publishes can be up to [`FlowConfig::save_within`] of energy

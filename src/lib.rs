@@ -1,54 +1,85 @@
 //! Peacefair PZEM energy meters over Modbus-RTU, for Victron Venus OS.
 //!
-//! The core is sans-IO and allocation-free: [`frame`] builds requests and
-//! validates replies, [`ac`] and [`dc`] decode the two register maps into
-//! [`reading`]s, [`model`] knows the meters and their serial settings. I/O sits at the
-//! edges: [`transport`] carries frames over a [`transport::Port`] (serial
-//! line with feature `serial`, or [`tcp`]), and [`Client`] offers typed
-//! operations with bounded retries. [`sim`] emulates meters for tests,
-//! demos and benchmarks. [`energy_flow`] derives a MultiPlus's energy flows
-//! from two meters and a battery monitor (sans-IO too), and [`state_file`]
-//! keeps small state files safe across crashes and damage.
+//! The core is sans-IO and allocation-free. A [`Request`] is built on the
+//! stack and framed for RTU or Modbus TCP; an [`Exchange`] assembles and
+//! times its reply from whatever bytes arrive; the reply is validated
+//! ([`Reply`], [`FrameError`]) and decoded into an [`AcReading`] or a
+//! [`DcReading`]. [`Model`], [`Family`] and [`StopBits`] know the meters and
+//! their serial settings; [`energy`] keeps totals that never go backwards
+//! and [`energy_flow`] derives a MultiPlus's energy flows from two meters
+//! and a battery monitor.
+//!
+//! I/O sits at the edges: a blocking [`Client`] with bounded retries over
+//! any [`Transport`] — [`RtuTransport`] on a [`Port`] (a serial line with
+//! feature `serial`, or a TCP socket: [`tcp`]) or Modbus TCP. [`sim`]
+//! emulates meters for tests, demos and benchmarks.
+//!
+//! ```
+//! use pzem::{Address, Exchange, Framing, Request, StopBits};
+//! use std::time::{Duration, Instant};
+//!
+//! let read = Request::read_input_registers(0, 10).unwrap();
+//! let mut exchange = Exchange::new(Framing::rtu_serial(StopBits::One), Duration::from_millis(300));
+//! let frame = exchange.start(Instant::now(), Address::FACTORY_DEFAULT, read);
+//! assert_eq!(frame.as_bytes(), [0x01, 0x04, 0x00, 0x00, 0x00, 0x0A, 0x70, 0x0D]);
+//! // ... write the frame, then feed the reply: exchange.handle_input(now, &bytes)
+//! ```
 //!
 //! With `default-features = false` only the core, the client, TCP and the
-//! simulator core are built: no serial port, no D-Bus. With feature `dbus`,
-//! [`dbus`] publishes and reads Venus OS services (BusItem API).
+//! simulator are built: no serial port, no D-Bus. With feature `dbus`, the
+//! `dbus` module publishes and reads Venus OS services (BusItem API).
 #![warn(missing_docs)]
+#![warn(unreachable_pub)]
 
-pub mod ac;
-pub mod address;
-pub mod client;
-pub mod crc;
+mod ac;
+mod address;
+mod client;
+mod crc;
 #[cfg(feature = "dbus")]
 pub mod dbus;
-pub mod dc;
+mod dc;
 pub mod energy;
 pub mod energy_flow;
-pub mod error;
-pub mod exchange;
+mod error;
+mod exchange;
 pub mod frame;
-#[cfg(feature = "cli")]
-pub mod info;
-pub mod line;
-pub mod model;
+mod line;
+mod model;
 #[cfg(unix)]
-pub mod poll_set;
-pub mod reading;
+mod poll_set;
+mod reading;
 #[cfg(feature = "serial")]
 pub mod serial;
 pub mod sim;
-pub mod state_file;
+// Used by the services (feature `dbus`); the core does not need it.
+#[cfg_attr(not(feature = "dbus"), allow(dead_code))]
+mod state_file;
 pub mod tcp;
-pub mod transport;
+mod transport;
+
+// The tools' internals (pzem-info, pzem-dbus): public for the binaries, not API.
+#[cfg(feature = "cli")]
+#[doc(hidden)]
+pub mod info;
+#[doc(hidden)]
 pub mod venus;
+#[doc(hidden)]
+pub use line::utf8_args;
+#[cfg(unix)]
+#[doc(hidden)]
+pub use poll_set::PollSet;
 
 pub use ac::{AcParameters, AcReading};
-pub use address::Address;
+pub use address::{Address, InvalidAddress};
 pub use client::Client;
+pub use crc::{crc_bytes, crc16, frame_crc_ok};
 pub use dc::{DcParameters, DcReading, Shunt};
 pub use error::Error;
-pub use frame::{ExceptionCode, FrameError, Function, Reply, Request};
-pub use line::Line;
-pub use model::{Family, Model, ModelChoice, StopBits};
+pub use exchange::{Ended, Exchange, Framing, Input};
+pub use frame::{ExceptionCode, FrameError, Function, Registers, Reply, Request, RequestFrame};
+#[cfg(unix)]
+pub use line::LineStream;
+pub use line::{Line, LineDescription};
+pub use model::{BAUD_RATE, Family, Model, ModelChoice, StopBits, UnknownModel, frame_gap_us, wire_time_us};
 pub use reading::{Parameters, Reading};
-pub use transport::{Port, RtuTransport, Transport};
+pub use transport::{DEFAULT_TIMEOUT, Port, ReplyBuffer, RtuTransport, Transport};

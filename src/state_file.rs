@@ -23,11 +23,11 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 /// Suffix of the file a save writes before renaming it into place.
-pub const TMP_SUFFIX: &str = ".tmp";
+pub(crate) const TMP_SUFFIX: &str = ".tmp";
 /// Suffix of the previous good copy, kept beside the current one.
-pub const BAK_SUFFIX: &str = ".bak";
+pub(crate) const BAK_SUFFIX: &str = ".bak";
 /// Suffix a corrupt or unreadable file is moved aside to.
-pub const CORRUPT_SUFFIX: &str = ".corrupt";
+pub(crate) const CORRUPT_SUFFIX: &str = ".corrupt";
 
 /// How many numbered `.corrupt.N` names are tried before giving up on
 /// moving a damaged file aside (it is then left where it is).
@@ -35,7 +35,7 @@ const MAX_CORRUPT_COPIES: u32 = 100;
 
 /// `path` with `suffix` appended to its file name (`a/b.energy` + `.tmp`
 /// gives `a/b.energy.tmp`).
-pub fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+pub(crate) fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     let mut s = path.as_os_str().to_owned();
     s.push(suffix);
     PathBuf::from(s)
@@ -43,7 +43,7 @@ pub fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
 
 /// What [`load`] found.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Loaded<T> {
+pub(crate) struct Loaded<T> {
     /// The state read, or `None` when no copy could be used (start from
     /// zero).
     pub value: Option<T>,
@@ -57,14 +57,14 @@ impl<T> Loaded<T> {
     /// Whether files were there but none could be used, so the caller
     /// starts from zero after damage: worth an error-level log line, not
     /// just a warning. (A first start, with no file at all, is not.)
-    pub fn starts_from_zero_after_damage(&self) -> bool {
+    pub(crate) fn starts_from_zero_after_damage(&self) -> bool {
         self.value.is_none() && !self.notes.is_empty()
     }
 }
 
 /// Load the state kept at `path` with `parse` (see the module
 /// documentation for the order and what happens to damaged files).
-pub fn load<T, E: fmt::Display>(path: &Path, parse: impl Fn(&str) -> Result<T, E>) -> Loaded<T> {
+pub(crate) fn load<T, E: fmt::Display>(path: &Path, parse: impl Fn(&str) -> Result<T, E>) -> Loaded<T> {
     let mut notes = Vec::new();
     // After a crash between the two renames of `save`, `.tmp` holds the newest
     // complete state (its checksum tells a torn one) and `.bak` the one before.
@@ -132,7 +132,7 @@ fn move_aside(path: &Path) -> io::Result<PathBuf> {
 
 /// Save `text` at `path` durably (see the module documentation). The
 /// parent directory is created when missing.
-pub fn save(path: &Path, text: &str) -> io::Result<()> {
+pub(crate) fn save(path: &Path, text: &str) -> io::Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),

@@ -2,7 +2,7 @@
 //! batched `ItemsChanged`, one-off `PropertiesChanged`, name ownership.
 
 mod support;
-use pzem::dbus::conn::Conn;
+use pzem::dbus::Conn;
 use pzem::dbus::testkit::PrivateBus;
 use pzem::dbus::{BusClient, BusError, Event, Service, Value, Waiter, Watchable};
 use std::time::{Duration, Instant};

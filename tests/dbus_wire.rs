@@ -5,7 +5,7 @@ mod support;
 use pzem::dbus::testkit::PrivateBus;
 use support::*;
 
-use pzem::dbus::wire::BUSITEM;
+use pzem::dbus::BUSITEM;
 
 fn call(bus: &PrivateBus, path: &str, member: &str, args: &[&str]) -> Out {
     let mut all = vec!["call", NAME, path, BUSITEM, member];
@@ -184,7 +184,7 @@ fn private_bus_is_gone_after_drop() {
 fn set_value_without_reply_expected_gets_none() {
     use dbus::Message;
     use dbus::arg::Variant;
-    use pzem::dbus::conn::{Conn, DEFAULT_TIMEOUT};
+    use pzem::dbus::{Conn, DEFAULT_TIMEOUT};
     let bus = PrivateBus::start().unwrap();
     let _svc = Running::start(&bus.bus(), NAME, test_tree(), test_handler);
     let mut caller = Conn::open(&bus.bus()).unwrap();

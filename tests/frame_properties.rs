@@ -50,7 +50,7 @@ proptest! {
         let rtu = req.rtu_frame(addr);
         prop_assert!(matches!(rtu.as_bytes()[1], 0x03 | 0x04 | 0x06 | 0x42));
         prop_assert_ne!(rtu.as_bytes()[1], 0x41);
-        prop_assert!(pzem::crc::frame_crc_ok(rtu.as_bytes()));
+        prop_assert!(pzem::frame_crc_ok(rtu.as_bytes()));
         prop_assert_ne!(rtu.as_bytes()[0], 0, "never broadcast");
         let tcp = req.tcp_frame(tid, addr);
         prop_assert_ne!(tcp.as_bytes()[7], 0x41);
@@ -114,7 +114,7 @@ fn reply_frame(addr: u8, function: u8, words: &[u16]) -> Vec<u8> {
     for w in words {
         frame.extend_from_slice(&w.to_be_bytes());
     }
-    frame.extend_from_slice(&pzem::crc::crc_bytes(&frame));
+    frame.extend_from_slice(&pzem::crc_bytes(&frame));
     frame
 }
 
@@ -254,7 +254,7 @@ fn one_field_changed_in_a_valid_reply_is_judged_exactly() {
                 frame[at] ^= d;
             }
             Mutation::StaleCrc(i, d) => {
-                let crc = pzem::crc::crc_bytes(&frame);
+                let crc = pzem::crc_bytes(&frame);
                 let at = i.index(frame.len());
                 frame[at] ^= d;
                 frame.extend_from_slice(&crc);
@@ -266,7 +266,7 @@ fn one_field_changed_in_a_valid_reply_is_judged_exactly() {
             Mutation::Extra(b) => frame.push(*b),
         }
         if fix_crc {
-            let crc = pzem::crc::crc_bytes(&frame);
+            let crc = pzem::crc_bytes(&frame);
             frame.extend_from_slice(&crc);
         }
         if let Mutation::Crc(hi, d) = &mutation {

@@ -100,7 +100,7 @@ fn polling_over_a_pty_allocates_nothing() {
 #[test]
 #[cfg(feature = "dbus")]
 fn publishing_a_poll_allocates_nothing() {
-    use pzem::dbus::marshal::{FIRST_SIGNAL_SERIAL, items_changed};
+    use pzem::dbus::{FIRST_SIGNAL_SERIAL, items_changed};
     use pzem::venus::Role;
     use pzem::venus::layout::{self, MeterIdentity};
     use pzem::{AcReading, DcReading, Model, Reading};
@@ -188,7 +188,7 @@ fn publishing_a_poll_allocates_nothing() {
 #[cfg(feature = "dbus")]
 fn the_meter_line_in_steady_state_allocates_nothing() {
     use pzem::Address;
-    use pzem::exchange::Framing;
+    use pzem::Framing;
     use pzem::sim::{SimBus, SimMeter};
     use pzem::venus::PortId;
     use pzem::venus::config::MeterSpec;

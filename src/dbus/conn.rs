@@ -96,7 +96,7 @@ impl Conn {
     /// on up to [`DEFAULT_TIMEOUT`], then the connection counts as lost.
     ///
     /// The bytes must be a valid message with a serial of its own (see
-    /// [`super::marshal`]); the bus daemon disconnects a client that sends anything else.
+    /// [`super::items_changed`]); the bus daemon disconnects a client that sends anything else.
     pub fn send_marshalled(&mut self, bytes: &[u8]) -> Result<(), BusError> {
         if self.channel.has_messages_to_send() {
             self.channel.flush();
@@ -215,11 +215,11 @@ pub(crate) fn error_reply(msg: &Message, name: &'static str, text: &str) -> Opti
 /// D-Bus error names used in replies.
 pub(crate) mod errors {
     /// No object at that path.
-    pub const UNKNOWN_OBJECT: &str = "org.freedesktop.DBus.Error.UnknownObject";
+    pub(crate) const UNKNOWN_OBJECT: &str = "org.freedesktop.DBus.Error.UnknownObject";
     /// The object has no such method.
-    pub const UNKNOWN_METHOD: &str = "org.freedesktop.DBus.Error.UnknownMethod";
+    pub(crate) const UNKNOWN_METHOD: &str = "org.freedesktop.DBus.Error.UnknownMethod";
     /// The object has no such interface.
-    pub const UNKNOWN_INTERFACE: &str = "org.freedesktop.DBus.Error.UnknownInterface";
+    pub(crate) const UNKNOWN_INTERFACE: &str = "org.freedesktop.DBus.Error.UnknownInterface";
     /// Wrong number or types of arguments.
-    pub const INVALID_ARGS: &str = "org.freedesktop.DBus.Error.InvalidArgs";
+    pub(crate) const INVALID_ARGS: &str = "org.freedesktop.DBus.Error.InvalidArgs";
 }

@@ -65,7 +65,7 @@ const LEAF: &str = r#"  <interface name="com.victronenergy.BusItem">
 "#;
 
 /// The introspection XML of one node of `tree`.
-pub fn xml(tree: &ItemTree, node: NodeRef) -> String {
+pub(super) fn xml(tree: &ItemTree, node: NodeRef) -> String {
     let mut out = String::with_capacity(2048);
     out.push_str(HEADER);
     out.push_str(INTROSPECTABLE);

@@ -6,10 +6,11 @@
 //! and this was most of pzem-dbus's work per poll. Here the message is
 //! written into a reused buffer in one pass (little-endian, the alignment
 //! rules of the D-Bus specification, the wire types of
-//! [`Value::append_variant`]) and handed to libdbus with
-//! `dbus_message_demarshal`, which validates it completely before it is
-//! sent, so a mistake here cannot put a malformed message on the bus.
-//! Tests compare the result with the iterator-built message.
+//! [`Value::append_variant`]) and written to the connection's socket in one
+//! `send(2)` ([`super::Conn::send_marshalled`]). Its tests parse the bytes
+//! with libdbus (`dbus_message_demarshal`, which validates every field)
+//! and compare them with the message libdbus's iterators build; the bus
+//! daemon validates every message it receives as well.
 
 use super::tree::{ItemId, ItemTree};
 use super::value::Value;
@@ -209,7 +210,7 @@ mod tests {
             let mut theirs = Message::signal(
                 &super::super::wire::ROOT_PATH,
                 &super::super::wire::BUSITEM_IFACE,
-                &super::super::wire::ITEMS_CHANGED,
+                &dbus::strings::Member::from("ItemsChanged"),
             );
             super::super::wire::append_items(
                 &mut dbus::arg::IterAppend::new(&mut theirs),

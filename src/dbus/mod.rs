@@ -2,24 +2,25 @@
 //! reading other services the way Venus consumers do (docs: venus-conventions.md).
 //!
 //! Sans-IO core, unit-tested without a bus:
-//! - [`value`]: the value model ([`Value`], [`Kind`]) and its stable wire types
-//!   (invalid = empty `ai`, string lists = `av`).
-//! - [`text`]: per-path text ([`Format`]: `230.1 V`, `---` when invalid).
-//! - [`tree`]: the fixed path tree of one service ([`ItemTree`]) with batched changes.
-//! - [`wire`], [`introspect`]: message bodies and introspection XML built from a tree.
+//! - the value model ([`Value`], [`Kind`]) and its stable wire types (invalid = empty
+//!   `ai`, string lists = `av`);
+//! - per-path text ([`Format`]: `230.1 V`, `---` when invalid);
+//! - the fixed path tree of one service ([`ItemTree`], built with a [`TreeBuilder`]) with
+//!   batched changes, and the `ItemsChanged` signal written from it ([`items_changed`]).
 //!
 //! I/O at the edges:
 //! - [`Service`]: one connection + one well-known name + one tree (§1: one connection per
 //!   service); name claimed after the tree is complete.
 //! - [`BusClient`]: `GetItems`/`GetValue`/`SetValue`/`AddSettings` on other services, and
 //!   their signals as [`Event`]s.
-//! - [`Waiter`]/[`Waker`]: poll(2) over every connection plus a wake socket.
+//! - [`Watchable`]: the fd each connection wants polled, for a loop's one `poll(2)`;
+//!   [`Waiter`]/[`Waker`] for applications that feed the loop from other threads.
 //!
 //! # An application loop
 //!
-//! One thread owns the services and blocks on all their fds; a serial thread sends readings
-//! over a channel and wakes it, so D-Bus calls are answered within milliseconds even while
-//! the serial side waits out a timeout.
+//! pzem-dbus waits in one `ppoll(2)` on its line and every connection. An application with
+//! a blocking data source can instead keep it on a thread of its own that sends readings
+//! over a channel and wakes the D-Bus thread, so D-Bus calls are still answered at once:
 //!
 //! ```no_run
 //! use pzem::dbus::{Bus, Format, Kind, Service, TreeBuilder, Value, WriteOutcome, Waiter, Watchable};
@@ -60,28 +61,30 @@
 
 #![warn(missing_docs)]
 
-pub mod client;
-pub mod conn;
-pub mod error;
-pub mod introspect;
-pub mod localsettings;
-pub mod marshal;
-pub mod service;
-pub mod text;
-pub mod tree;
-pub mod value;
-pub mod wait;
-pub mod wire;
+mod client;
+mod conn;
+mod error;
+mod introspect;
+mod localsettings;
+mod marshal;
+mod service;
+mod text;
+mod tree;
+mod value;
+mod wait;
+mod wire;
 
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
-pub use client::{BusClient, Event};
-pub use conn::Bus;
+pub use client::{BusClient, Event, VENUS_PREFIX};
+pub use conn::{Bus, Conn, DEFAULT_TIMEOUT};
 pub use error::BusError;
-pub use localsettings::{Setting, SettingResult};
-pub use service::{Service, WriteHandler, WriteOutcome};
-pub use text::Format;
-pub use tree::{Access, ItemId, ItemTree, NodeRef, TreeBuilder};
-pub use value::{Kind, Value};
+pub use localsettings::{SETTINGS_IFACE, SETTINGS_SERVICE, Setting, SettingResult};
+pub use marshal::{FIRST_SIGNAL_SERIAL, items_changed};
+pub use service::{SET_REFUSED, SET_REJECTED, Service, WriteHandler, WriteOutcome};
+pub use text::{Format, INVALID_TEXT};
+pub use tree::{Access, ItemId, ItemTree, NodeId, NodeRef, TreeBuilder, TreeError, UnknownPath};
+pub use value::{Kind, Unsupported, Value};
 pub use wait::{Waiter, Waker, Wakeup, Watchable};
+pub use wire::BUSITEM;

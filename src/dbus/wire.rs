@@ -28,7 +28,6 @@ macro_rules! consts {
 consts! {
     ROOT_PATH: Path = "/\0";
     BUSITEM_IFACE: Interface = "com.victronenergy.BusItem\0";
-    ITEMS_CHANGED: Member = "ItemsChanged\0";
     PROPERTIES_CHANGED: Member = "PropertiesChanged\0";
     ENTRY_SV: Signature = "{sv}\0";
     ENTRY_SS: Signature = "{ss}\0";
@@ -41,7 +40,7 @@ const KEY_VALUE: &str = "Value\0";
 const KEY_TEXT: &str = "Text\0";
 
 /// Appends `a{sv}`: every leaf below `node` by relative key (`GetValue` on a node).
-pub fn append_value_dict(ia: &mut IterAppend, tree: &ItemTree, node: NodeId) {
+pub(super) fn append_value_dict(ia: &mut IterAppend, tree: &ItemTree, node: NodeId) {
     ia.append_array(&ENTRY_SV, |a| {
         for (key, id) in tree.below_z(node) {
             a.append_dict_entry(|e| {
@@ -53,7 +52,7 @@ pub fn append_value_dict(ia: &mut IterAppend, tree: &ItemTree, node: NodeId) {
 }
 
 /// Appends `a{ss}`: every leaf below `node` by relative key, as text (`GetText` on a node).
-pub fn append_text_dict(ia: &mut IterAppend, tree: &ItemTree, node: NodeId, scratch: &mut String) {
+pub(super) fn append_text_dict(ia: &mut IterAppend, tree: &ItemTree, node: NodeId, scratch: &mut String) {
     ia.append_array(&ENTRY_SS, |a| {
         for (key, id) in tree.below_z(node) {
             a.append_dict_entry(|e| {
@@ -66,7 +65,12 @@ pub fn append_text_dict(ia: &mut IterAppend, tree: &ItemTree, node: NodeId, scra
 
 /// Appends `a{sa{sv}}`: the given leaves by absolute key, each with `Value` and `Text`
 /// (`GetItems`, `ItemsChanged`).
-pub fn append_items(ia: &mut IterAppend, tree: &ItemTree, ids: impl Iterator<Item = ItemId>, scratch: &mut String) {
+pub(super) fn append_items(
+    ia: &mut IterAppend,
+    tree: &ItemTree,
+    ids: impl Iterator<Item = ItemId>,
+    scratch: &mut String,
+) {
     ia.append_array(&ENTRY_SASV, |a| {
         for id in ids {
             a.append_dict_entry(|e| {
@@ -78,7 +82,7 @@ pub fn append_items(ia: &mut IterAppend, tree: &ItemTree, ids: impl Iterator<Ite
 }
 
 /// Appends `a{sv}` with `Value` and `Text` of one leaf (`PropertiesChanged`, `GetItems`).
-pub fn append_value_and_text(ia: &mut IterAppend, tree: &ItemTree, id: ItemId, scratch: &mut String) {
+pub(super) fn append_value_and_text(ia: &mut IterAppend, tree: &ItemTree, id: ItemId, scratch: &mut String) {
     ia.append_array(&ENTRY_SV, |d| {
         d.append_dict_entry(|e| {
             e.append(KEY_VALUE);
@@ -91,24 +95,8 @@ pub fn append_value_and_text(ia: &mut IterAppend, tree: &ItemTree, id: ItemId, s
     });
 }
 
-/// The `ItemsChanged` signal on `/` for the tree's pending changes, or `None` when nothing
-/// changed. Does not clear the changes.
-pub fn items_changed(tree: &ItemTree, scratch: &mut String) -> Option<Message> {
-    if !tree.has_changes() {
-        return None;
-    }
-    let mut msg = Message::signal(&ROOT_PATH, &BUSITEM_IFACE, &ITEMS_CHANGED);
-    append_items(
-        &mut IterAppend::new(&mut msg),
-        tree,
-        tree.changes().iter().copied(),
-        scratch,
-    );
-    Some(msg)
-}
-
 /// The `PropertiesChanged` signal of one leaf, on the leaf's own path.
-pub fn properties_changed(tree: &ItemTree, id: ItemId, scratch: &mut String) -> Message {
+pub(super) fn properties_changed(tree: &ItemTree, id: ItemId, scratch: &mut String) -> Message {
     // Tree paths are validated object paths; from_slice re-checks without copying.
     let path = Path::from_slice(tree.path_z(id)).unwrap_or(ROOT_PATH);
     let mut msg = Message::signal(&path, &BUSITEM_IFACE, &PROPERTIES_CHANGED);
@@ -198,7 +186,6 @@ mod tests {
         }
         assert!(Path::new(ROOT_PATH.to_string()).is_ok());
         assert!(Interface::new(BUSITEM_IFACE.to_string()).is_ok());
-        assert!(Member::new(ITEMS_CHANGED.to_string()).is_ok());
         assert!(Member::new(PROPERTIES_CHANGED.to_string()).is_ok());
         assert_eq!(&*BUSITEM_IFACE, BUSITEM);
     }
@@ -232,11 +219,12 @@ mod tests {
     #[test]
     fn items_changed_only_pending_with_absolute_keys() {
         let mut t = tree();
-        let mut scratch = String::new();
-        assert!(items_changed(&t, &mut scratch).is_none());
         let id = t.id("/Ac/L1/Power").unwrap();
         t.set(id, 1.0);
-        let m = items_changed(&t, &mut scratch).unwrap();
+        let mut buf = Vec::new();
+        let changes = t.changes().iter().copied();
+        super::super::marshal::items_changed(&mut buf, 0x8000_0000, &t, changes, &mut String::new());
+        let m = Message::demarshal(&buf).unwrap();
         assert_eq!(&*m.path().unwrap(), "/");
         assert_eq!(&*m.member().unwrap(), "ItemsChanged");
         let mut it = m.iter_init();

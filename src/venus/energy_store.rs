@@ -2,7 +2,7 @@
 //! (default `/data/var/lib/pzem-venus`, which survives firmware updates).
 //!
 //! The file rules (atomic save with a `.bak` copy, fallback on load, damaged
-//! files moved aside as `.corrupt`) live in [`crate::state_file`]; this
+//! files moved aside as `.corrupt`) live in the crate's state-file module; this
 //! module names the files and reads and writes [`EnergyState`] lines.
 
 use std::io;
@@ -25,6 +25,9 @@ pub struct Loaded {
     /// and last, when files were there but none could be used, that the
     /// totals start from zero).
     pub notes: Vec<String>,
+    /// Files were there but none could be used: the meter starts from zero
+    /// after damage, which deserves an error in the log, not a warning.
+    pub from_zero_after_damage: bool,
 }
 
 /// Load the state of meter `id`: the file, else a complete temporary file
@@ -32,9 +35,11 @@ pub struct Loaded {
 /// state. A corrupt file is renamed to `.corrupt` so nothing is lost.
 pub fn load(dir: &Path, id: &str) -> Loaded {
     let loaded = state_file::load(&state_path(dir, id), EnergyState::parse);
+    let from_zero_after_damage = loaded.starts_from_zero_after_damage();
     Loaded {
         state: loaded.value.unwrap_or_default(),
         notes: loaded.notes,
+        from_zero_after_damage,
     }
 }
 
@@ -73,7 +78,8 @@ mod tests {
             load(&dir, "m"),
             Loaded {
                 state: b,
-                notes: vec![]
+                notes: vec![],
+                from_zero_after_damage: false,
             }
         );
         fs::write(

@@ -6,7 +6,7 @@
 //! items an `ItemsChanged` carries or a client asks for).
 
 use crate::client::Reading;
-use crate::dbus::tree::TreeError;
+use crate::dbus::TreeError;
 use crate::dbus::{Format, ItemId, ItemTree, Kind, TreeBuilder, Value};
 use crate::model::{Family, Model};
 

@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use crate::address::Address;
 use crate::dbus::Value;
-use crate::dbus::service::{SET_REJECTED, WriteOutcome};
+use crate::dbus::{SET_REJECTED, WriteOutcome};
 use crate::energy::{EnergyEvent, EnergyState, MonotonicEnergy, max_plausible_increase_wh};
 use crate::error::Error;
 use crate::exchange::{Ended, Exchange, Framing};

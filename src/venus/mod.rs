@@ -1,15 +1,15 @@
 //! pzem-dbus: the meters on one line published as Venus OS devices.
 //!
 //! Where a poll's reply becomes a D-Bus signal:
-//! - [`meter_line`]: the sans-IO state machine that decides everything
+//! - `meter_line`: the sans-IO state machine that decides everything
 //!   (what to poll when, presence, energy, roles and instances);
-//! - [`service_loop`]: the one thread and one `ppoll(2)` that carry out its
+//! - `service_loop`: the one thread and one `ppoll(2)` that carry out its
 //!   commands on the line, the bus and the disk;
-//! - [`layout`]: a meter's D-Bus paths, and how a reading fills them.
+//! - `layout`: a meter's D-Bus paths, and how a reading fills them.
 //!
 //! The rest is the knowledge they use: [`role`]s, [`config`] files,
-//! [`naming`] of services and settings ids, [`presence`], [`settings`]
-//! records in localsettings and [`energy_store`] files.
+//! [`naming`] of services and settings ids, [`presence`], `settings`
+//! records in localsettings and `energy_store` files.
 
 pub mod config;
 #[cfg(feature = "dbus")]

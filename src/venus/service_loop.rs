@@ -98,6 +98,9 @@ pub fn run(config: &Config, stop: &AtomicBool) -> ExitReason {
         for note in &loaded.notes {
             log::warn!("{id}: energy state: {note}");
         }
+        if loaded.from_zero_after_damage {
+            log::error!("{id}: no usable energy state: its published total starts again from the meter's counter");
+        }
         machine.restore_energy(address, loaded.state);
     }
     let mut edge = Edge {

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::dbus::localsettings::SETTINGS_SERVICE;
+use crate::dbus::SETTINGS_SERVICE;
 use crate::dbus::{Bus, BusClient, BusError, Event, Setting, Value};
 
 use super::role::{PositionKind, Role};
