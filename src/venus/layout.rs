@@ -5,7 +5,7 @@
 //! state neither looks up paths nor formats text (text is made only for the
 //! items an `ItemsChanged` carries or a client asks for).
 
-use crate::client::Reading;
+use crate::{AcReading, DcReading, Reading};
 use crate::dbus::TreeError;
 use crate::dbus::{Format, ItemId, ItemTree, Kind, TreeBuilder, Value};
 use crate::model::{Family, Model};
@@ -43,43 +43,78 @@ pub struct MeterIdentity {
 pub struct MeterPaths {
     /// `/Connected`.
     pub connected: ItemId,
-    /// Measurement items of the family.
-    pub measurements: Measurements,
+    /// The measurement items, in the order of the family's table
+    /// ([`AC_MEASUREMENTS`] or the DC one of the role).
+    measurements: Measurements,
 }
 
-/// Ids of the measurement items.
+/// Ids of the measurement items, in table order.
 #[derive(Clone, Copy, Debug)]
-pub enum Measurements {
-    /// Single-phase AC meter: totals and L1.
-    Ac {
-        /// `/Ac/Power`, `/Ac/L1/Power`.
-        power: [ItemId; 2],
-        /// `/Ac/L1/Voltage`.
-        voltage: ItemId,
-        /// `/Ac/L1/Current`.
-        current: ItemId,
-        /// `/Ac/Frequency`.
-        frequency: ItemId,
-        /// `/Ac/PowerFactor`, `/Ac/L1/PowerFactor`.
-        power_factor: [ItemId; 2],
-        /// `/Ac/Energy/Forward`, `/Ac/L1/Energy/Forward`.
-        energy: [ItemId; 2],
-    },
-    /// DC meter.
-    Dc {
-        /// `/Dc/0/Voltage`.
-        voltage: ItemId,
-        /// `/Dc/0/Current`.
-        current: ItemId,
-        /// `/Dc/0/Power`.
-        power: ItemId,
-        /// `/History/EnergyOut` or `/History/EnergyIn`, by role.
-        energy: ItemId,
-        /// `/Alarms/HighVoltage`.
-        high_voltage_alarm: ItemId,
-        /// `/Alarms/LowVoltage`.
-        low_voltage_alarm: ItemId,
-    },
+enum Measurements {
+    Ac([ItemId; AC_MEASUREMENTS.len()]),
+    Dc([ItemId; DC_MEASUREMENTS_OUT.len()]),
+}
+
+const W: Format = Format::number(1, "W");
+const KWH: Format = Format::number(3, "kWh");
+const PF: Format = Format::number(2, "");
+
+/// The measurement paths of a single-phase AC meter, each once, with its
+/// kind and text; [`ac_values`] gives their values in the same order.
+pub const AC_MEASUREMENTS: [(&str, Kind, Format); 9] = [
+    ("/Ac/Power", Kind::Double, W),
+    ("/Ac/L1/Power", Kind::Double, W),
+    ("/Ac/L1/Voltage", Kind::Double, Format::number(1, "V")),
+    ("/Ac/L1/Current", Kind::Double, Format::number(3, "A")),
+    ("/Ac/Frequency", Kind::Double, Format::number(1, "Hz")),
+    ("/Ac/PowerFactor", Kind::Double, PF),
+    ("/Ac/L1/PowerFactor", Kind::Double, PF),
+    ("/Ac/Energy/Forward", Kind::Double, KWH),
+    ("/Ac/L1/Energy/Forward", Kind::Double, KWH),
+];
+
+/// The values of [`AC_MEASUREMENTS`] for a reading and the published energy total.
+fn ac_values(r: &AcReading, energy_kwh: f64) -> [Value; AC_MEASUREMENTS.len()] {
+    let (p, pf) = (r.power_w(), r.power_factor());
+    [p, p, r.voltage_v(), r.current_a(), r.frequency_hz(), pf, pf, energy_kwh, energy_kwh].map(Value::Double)
+}
+
+/// The measurement paths of a DC meter whose role produces energy
+/// (`/History/EnergyOut`); [`DC_MEASUREMENTS_IN`] for consumers.
+pub const DC_MEASUREMENTS_OUT: [(&str, Kind, Format); 6] = dc_table("/History/EnergyOut");
+/// The measurement paths of a DC meter whose role consumes energy (`/History/EnergyIn`).
+pub const DC_MEASUREMENTS_IN: [(&str, Kind, Format); 6] = dc_table("/History/EnergyIn");
+
+const fn dc_table(energy: &'static str) -> [(&'static str, Kind, Format); 6] {
+    [
+        ("/Dc/0/Voltage", Kind::Double, Format::number(2, "V")),
+        ("/Dc/0/Current", Kind::Double, Format::number(2, "A")),
+        ("/Dc/0/Power", Kind::Double, W),
+        (energy, Kind::Double, KWH),
+        ("/Alarms/HighVoltage", Kind::Int, Format::Plain),
+        ("/Alarms/LowVoltage", Kind::Int, Format::Plain),
+    ]
+}
+
+/// The values of a DC table for a reading and the published energy total.
+fn dc_values(r: &DcReading, energy_kwh: f64) -> [Value; DC_MEASUREMENTS_OUT.len()] {
+    [
+        Value::Double(r.voltage_v()),
+        Value::Double(r.current_a()),
+        Value::Double(r.power_w()),
+        Value::Double(energy_kwh),
+        Value::Int(alarm(r.high_voltage_alarm)),
+        Value::Int(alarm(r.low_voltage_alarm)),
+    ]
+}
+
+/// The DC table of a role: produced energy for sources, consumed for loads.
+pub fn dc_measurements(role: Role) -> &'static [(&'static str, Kind, Format); 6] {
+    if role.dc_energy_is_out() {
+        &DC_MEASUREMENTS_OUT
+    } else {
+        &DC_MEASUREMENTS_IN
+    }
 }
 
 /// Why a tree could not be made.
@@ -109,9 +144,6 @@ impl std::fmt::Display for LayoutError {
 }
 
 impl std::error::Error for LayoutError {}
-
-const W: Format = Format::number(1, "W");
-const KWH: Format = Format::number(3, "kWh");
 
 /// Build the complete tree for a meter: mandatory paths, role paths and
 /// measurements (all invalid until the first reading, `/Connected` 0).
@@ -153,52 +185,31 @@ pub fn build_tree(id: &MeterIdentity) -> Result<(ItemTree, MeterPaths), LayoutEr
             .value(i64::from(id.position.clamp(0, kind.max())))
             .writable();
     }
-    match family {
+    let table: &[(&str, Kind, Format)] = match family {
         Family::Ac => {
             t.add("/NrOfPhases", Kind::Int, Format::Plain).value(1i64);
             t.add("/IsGenericEnergyMeter", Kind::Int, Format::Plain)
                 .value(i64::from(id.role != Role::Grid));
-            for p in ["/Ac/Power", "/Ac/L1/Power"] {
-                t.add(p, Kind::Double, W);
-            }
-            t.add("/Ac/L1/Voltage", Kind::Double, Format::number(1, "V"));
-            t.add("/Ac/L1/Current", Kind::Double, Format::number(3, "A"));
-            t.add("/Ac/Frequency", Kind::Double, Format::number(1, "Hz"));
-            for p in ["/Ac/PowerFactor", "/Ac/L1/PowerFactor"] {
-                t.add(p, Kind::Double, Format::number(2, ""));
-            }
-            for p in ["/Ac/Energy/Forward", "/Ac/L1/Energy/Forward"] {
-                t.add(p, Kind::Double, KWH);
-            }
+            &AC_MEASUREMENTS
         }
-        Family::Dc => {
-            t.add("/Dc/0/Voltage", Kind::Double, Format::number(2, "V"));
-            t.add("/Dc/0/Current", Kind::Double, Format::number(2, "A"));
-            t.add("/Dc/0/Power", Kind::Double, W);
-            t.add(energy_path(id.role), Kind::Double, KWH);
-            t.add("/Alarms/HighVoltage", Kind::Int, Format::Plain);
-            t.add("/Alarms/LowVoltage", Kind::Int, Format::Plain);
-        }
+        Family::Dc => dc_measurements(id.role),
+    };
+    for &(path, kind, format) in table {
+        t.add(path, kind, format);
     }
     let tree = t.build().map_err(LayoutError::Tree)?;
     let id_of = |p: &'static str| tree.id(p).ok_or(LayoutError::Missing(p));
+    let mut ids = [id_of("/Connected")?; AC_MEASUREMENTS.len()];
+    for (slot, &(path, _, _)) in ids.iter_mut().zip(table) {
+        *slot = id_of(path)?;
+    }
     let measurements = match family {
-        Family::Ac => Measurements::Ac {
-            power: [id_of("/Ac/Power")?, id_of("/Ac/L1/Power")?],
-            voltage: id_of("/Ac/L1/Voltage")?,
-            current: id_of("/Ac/L1/Current")?,
-            frequency: id_of("/Ac/Frequency")?,
-            power_factor: [id_of("/Ac/PowerFactor")?, id_of("/Ac/L1/PowerFactor")?],
-            energy: [id_of("/Ac/Energy/Forward")?, id_of("/Ac/L1/Energy/Forward")?],
-        },
-        Family::Dc => Measurements::Dc {
-            voltage: id_of("/Dc/0/Voltage")?,
-            current: id_of("/Dc/0/Current")?,
-            power: id_of("/Dc/0/Power")?,
-            energy: id_of(energy_path(id.role))?,
-            high_voltage_alarm: id_of("/Alarms/HighVoltage")?,
-            low_voltage_alarm: id_of("/Alarms/LowVoltage")?,
-        },
+        Family::Ac => Measurements::Ac(ids),
+        Family::Dc => {
+            let mut dc = [ids[0]; DC_MEASUREMENTS_OUT.len()];
+            dc.copy_from_slice(&ids[..DC_MEASUREMENTS_OUT.len()]);
+            Measurements::Dc(dc)
+        }
     };
     let paths = MeterPaths {
         connected: id_of("/Connected")?,
@@ -209,11 +220,7 @@ pub fn build_tree(id: &MeterIdentity) -> Result<(ItemTree, MeterPaths), LayoutEr
 
 /// The DC energy path of a role: produced energy for sources, consumed for loads.
 pub fn energy_path(role: Role) -> &'static str {
-    if role.dc_energy_is_out() {
-        "/History/EnergyOut"
-    } else {
-        "/History/EnergyIn"
-    }
+    dc_measurements(role)[3].0
 }
 
 /// Venus alarm level of a PZEM alarm bit: 0 ok, 2 alarm.
@@ -226,83 +233,28 @@ fn alarm(on: bool) -> i64 {
 /// nothing and returns false.
 pub fn publish(tree: &mut ItemTree, paths: &MeterPaths, reading: &Reading, energy_kwh: f64) -> bool {
     match (&paths.measurements, reading) {
-        (
-            Measurements::Ac {
-                power,
-                voltage,
-                current,
-                frequency,
-                power_factor,
-                energy,
-            },
-            Reading::Ac(r),
-        ) => {
-            for id in power {
-                tree.set(*id, r.power_w());
-            }
-            tree.set(*voltage, r.voltage_v());
-            tree.set(*current, r.current_a());
-            tree.set(*frequency, r.frequency_hz());
-            for id in power_factor {
-                tree.set(*id, r.power_factor());
-            }
-            for id in energy {
-                tree.set(*id, energy_kwh);
-            }
-        }
-        (
-            Measurements::Dc {
-                voltage,
-                current,
-                power,
-                energy,
-                high_voltage_alarm,
-                low_voltage_alarm,
-            },
-            Reading::Dc(r),
-        ) => {
-            tree.set(*voltage, r.voltage_v());
-            tree.set(*current, r.current_a());
-            tree.set(*power, r.power_w());
-            tree.set(*energy, energy_kwh);
-            tree.set(*high_voltage_alarm, alarm(r.high_voltage_alarm));
-            tree.set(*low_voltage_alarm, alarm(r.low_voltage_alarm));
-        }
+        (Measurements::Ac(ids), Reading::Ac(r)) => set_all(tree, ids, ac_values(r, energy_kwh)),
+        (Measurements::Dc(ids), Reading::Dc(r)) => set_all(tree, ids, dc_values(r, energy_kwh)),
         _ => return false,
     }
     tree.set(paths.connected, 1i64);
     true
 }
 
+fn set_all<const N: usize>(tree: &mut ItemTree, ids: &[ItemId; N], values: [Value; N]) {
+    for (id, value) in ids.iter().zip(values) {
+        tree.set(*id, value);
+    }
+}
+
 /// Mark the meter absent: `/Connected` 0 and every measurement invalid.
 pub fn invalidate(tree: &mut ItemTree, paths: &MeterPaths) {
-    let mut clear = |id: ItemId| {
-        tree.set(id, Value::Invalid);
+    let ids: &[ItemId] = match &paths.measurements {
+        Measurements::Ac(ids) => ids,
+        Measurements::Dc(ids) => ids,
     };
-    match paths.measurements {
-        Measurements::Ac {
-            power,
-            voltage,
-            current,
-            frequency,
-            power_factor,
-            energy,
-        } => power
-            .into_iter()
-            .chain(power_factor)
-            .chain(energy)
-            .chain([voltage, current, frequency])
-            .for_each(&mut clear),
-        Measurements::Dc {
-            voltage,
-            current,
-            power,
-            energy,
-            high_voltage_alarm,
-            low_voltage_alarm,
-        } => [voltage, current, power, energy, high_voltage_alarm, low_voltage_alarm]
-            .into_iter()
-            .for_each(&mut clear),
+    for id in ids {
+        tree.set(*id, Value::Invalid);
     }
     tree.set(paths.connected, 0i64);
 }
