@@ -263,7 +263,7 @@ fn conformance_of_two_grid_meters() {
         assert_eq!(items["/DeviceInstance"], Value::Int(instance), "{service}");
         check_types(service, items);
         // The instance is the one localsettings allocated (grid:40, then grid:41).
-        let stored = settings_value(&rig, &setting(&device_id(&tty, addr), "ClassAndVrmInstance"));
+        let stored = settings_value(&rig, &setting(&settings_id(&tty, addr), "ClassAndVrmInstance"));
         assert_eq!(stored, Some(Value::from(format!("grid:{instance}").as_str())));
         let now = rig.monitor.client.get_items(service).unwrap();
         check_types(service, &now);
@@ -459,7 +459,7 @@ fn role_switch_custom_name_position_and_restart() {
     let args = rig.args(&["-d", &tty], &["1:016:grid"], &[]);
     let mut p = rig.start(BIN, "pzem1", &args);
     let (grid, acload) = (service_name("grid", &tty, 1), service_name("acload", &tty, 1));
-    let id = device_id(&tty, 1);
+    let id = settings_id(&tty, 1);
     rig.monitor.wait_connected(&grid, 10 * SECOND);
 
     // /CustomName: accepted, announced with PropertiesChanged, persisted in localsettings.
@@ -543,7 +543,7 @@ fn instance_edit_in_settings_is_followed() {
     let dc = service_name("dcsystem", &tty, 2);
     rig.monitor.wait_connected(&grid, 10 * SECOND);
     rig.monitor.wait_connected(&dc, 10 * SECOND);
-    let path = setting(&device_id(&tty, 1), "ClassAndVrmInstance");
+    let path = setting(&settings_id(&tty, 1), "ClassAndVrmInstance");
 
     // As the GUI's VRM instance page does: write the setting.
     let mut gui = BusClient::new(&rig.bus.bus()).unwrap();
@@ -558,7 +558,7 @@ fn instance_edit_in_settings_is_followed() {
     assert_eq!(p.try_exit(), None, "pzem-dbus died re-registering:\n{}", p.log_text());
 
     // A class change written in settings is followed too (DC meter to dcload).
-    let dc_path = setting(&device_id(&tty, 2), "ClassAndVrmInstance");
+    let dc_path = setting(&settings_id(&tty, 2), "ClassAndVrmInstance");
     assert_eq!(gui.set_value(SETTINGS, &dc_path, &"dcload:41".into()).unwrap(), 0);
     let dcload = service_name("dcload", &tty, 2);
     rig.monitor.wait_connected(&dcload, 10 * SECOND);

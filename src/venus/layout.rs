@@ -5,10 +5,10 @@
 //! state neither looks up paths nor formats text (text is made only for the
 //! items an `ItemsChanged` carries or a client asks for).
 
-use crate::{AcReading, DcReading, Reading};
 use crate::dbus::TreeError;
 use crate::dbus::{Format, ItemId, ItemTree, Kind, TreeBuilder, Value};
 use crate::model::{Family, Model};
+use crate::{AcReading, DcReading, Reading};
 
 use super::role::Role;
 
@@ -76,7 +76,18 @@ pub const AC_MEASUREMENTS: [(&str, Kind, Format); 9] = [
 /// The values of [`AC_MEASUREMENTS`] for a reading and the published energy total.
 fn ac_values(r: &AcReading, energy_kwh: f64) -> [Value; AC_MEASUREMENTS.len()] {
     let (p, pf) = (r.power_w(), r.power_factor());
-    [p, p, r.voltage_v(), r.current_a(), r.frequency_hz(), pf, pf, energy_kwh, energy_kwh].map(Value::Double)
+    [
+        p,
+        p,
+        r.voltage_v(),
+        r.current_a(),
+        r.frequency_hz(),
+        pf,
+        pf,
+        energy_kwh,
+        energy_kwh,
+    ]
+    .map(Value::Double)
 }
 
 /// The measurement paths of a DC meter whose role produces energy

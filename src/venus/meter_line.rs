@@ -322,7 +322,7 @@ impl MeterLine {
             .iter()
             .map(|spec| Meter {
                 spec: *spec,
-                id: config.port.device_id(spec.address.get()),
+                id: config.port.settings_id(spec.address.get()),
                 family: spec.model.family(),
                 record: None,
                 presence: Presence::new(config.failures_to_vanish),
@@ -467,7 +467,7 @@ impl MeterLine {
     /// A meter's setting changed in localsettings (the GUI's VRM instance
     /// page, another client).
     pub fn handle_setting(&mut self, _now: Instant, change: SettingChange) {
-        let Some(i) = self.meters.iter().position(|m| m.id == change.device) else {
+        let Some(i) = self.meters.iter().position(|m| m.id == change.id) else {
             return;
         };
         let address = self.meters[i].spec.address;
@@ -483,7 +483,7 @@ impl MeterLine {
                         if (role, instance) != (record.role, record.instance) {
                             log::info!(
                                 "{}: localsettings now says {role}:{instance} (was {}:{}); re-registering",
-                                change.device,
+                                change.id,
                                 record.role,
                                 record.instance
                             );
@@ -492,7 +492,7 @@ impl MeterLine {
                             self.start_service(i);
                         }
                     }
-                    _ => log::warn!("{}: ignoring ClassAndVrmInstance {:?}", change.device, change.value),
+                    _ => log::warn!("{}: ignoring ClassAndVrmInstance {:?}", change.id, change.value),
                 }
             }
             Field::CustomName => {
@@ -1383,7 +1383,7 @@ mod tests {
         rig.run_for(SECOND);
         let id = rig.line.meter_id(addr(1)).unwrap().to_owned();
         let change = |field, value: &str| SettingChange {
-            device: id.clone(),
+            id: id.clone(),
             field,
             value: value.into(),
         };

@@ -1,4 +1,4 @@
-//! Service names, device ids and connection text for a meter.
+//! Service names, settings ids and connection text for a meter.
 //!
 //! The service name is `com.victronenergy.<role>.pzem_<tty>_<addr>`, where
 //! `<tty>` is the base name of the device path as given: `ttyUSB0` for
@@ -73,7 +73,7 @@ impl PortId {
     }
 
     /// The meter's id under `/Settings/Devices/`.
-    pub fn device_id(&self, address: u8) -> String {
+    pub fn settings_id(&self, address: u8) -> String {
         format!("pzem_{}_{address}", self.stable)
     }
 
@@ -105,10 +105,10 @@ mod tests {
     fn names() {
         let p = PortId::serial("/dev/ttyUSB0", None);
         assert_eq!(p.service_name("grid", 1), "com.victronenergy.grid.pzem_ttyUSB0_1");
-        assert_eq!(p.device_id(1), "pzem_ttyUSB0_1");
+        assert_eq!(p.settings_id(1), "pzem_ttyUSB0_1");
         assert_eq!(p.connection(10), "Modbus RTU ttyUSB0:10");
         let p = PortId::serial("/dev/ttyUSB1", Some("A10K-3x.9"));
-        assert_eq!(p.device_id(2), "pzem_A10K_3x_9_2");
+        assert_eq!(p.settings_id(2), "pzem_A10K_3x_9_2");
         assert_eq!(p.service_name("dcload", 2), "com.victronenergy.dcload.pzem_ttyUSB1_2");
         let t = PortId::tcp("10.0.0.5:502", true);
         assert_eq!(t.service_name("grid", 3), "com.victronenergy.grid.pzem_10_0_0_5_502_3");

@@ -27,8 +27,8 @@ pub struct DeviceRecord {
 /// A setting of some meter changed in localsettings.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SettingChange {
-    /// The meter's id (`/Settings/Devices/<id>/…`).
-    pub device: String,
+    /// The meter's settings id (`/Settings/Devices/<id>/…`).
+    pub id: String,
     /// Which setting.
     pub field: Field,
     /// The new value.
@@ -57,8 +57,8 @@ impl Field {
 }
 
 /// Full settings path of a meter's setting.
-pub fn setting_path(device: &str, field: Field) -> String {
-    format!("/Settings/Devices/{device}/{}", field.name())
+pub fn setting_path(id: &str, field: Field) -> String {
+    format!("/Settings/Devices/{id}/{}", field.name())
 }
 
 /// The value of a `ClassAndVrmInstance` setting: `grid:41`.
@@ -116,18 +116,18 @@ impl SettingsLink {
     /// values are kept, a taken instance is moved up by localsettings) and
     /// return them. A stored class that is not one of `allowed` is replaced
     /// by `default_role`.
-    pub fn register(&mut self, device: &str, default_role: Role, allowed: &[Role]) -> Result<DeviceRecord, String> {
+    pub fn register(&mut self, id: &str, default_role: Role, allowed: &[Role]) -> Result<DeviceRecord, String> {
         let default_class = ClassAndInstance {
             role: default_role,
             instance: PREFERRED_INSTANCE,
         }
         .to_string();
-        let mut position = Setting::new(setting_path(device, Field::Position), 0i64);
+        let mut position = Setting::new(setting_path(id, Field::Position), 0i64);
         position.min = Some(Value::Int(0));
         position.max = Some(Value::Int(i64::from(PositionKind::MAX_OF_ANY)));
         let settings = [
-            Setting::new(setting_path(device, Field::ClassAndVrmInstance), default_class.as_str()),
-            Setting::new(setting_path(device, Field::CustomName), ""),
+            Setting::new(setting_path(id, Field::ClassAndVrmInstance), default_class.as_str()),
+            Setting::new(setting_path(id, Field::CustomName), ""),
             position,
         ];
         let results = self
@@ -153,10 +153,10 @@ impl SettingsLink {
         let class = match stored {
             Some(c) if allowed.contains(&c.role) => c,
             _ => {
-                log::warn!("{device}: stored class {class_text:?} does not fit this meter; using {default_role}");
+                log::warn!("{id}: stored class {class_text:?} does not fit this meter; using {default_role}");
                 let instance = stored.map_or(PREFERRED_INSTANCE, |c| c.instance);
                 self.set_class(
-                    device,
+                    id,
                     ClassAndInstance {
                         role: default_role,
                         instance,
@@ -174,8 +174,8 @@ impl SettingsLink {
 
     /// Write `<role>:<instance>` and read back what localsettings kept (it
     /// moves a taken instance to a free one).
-    pub fn set_class(&mut self, device: &str, class: ClassAndInstance) -> Result<ClassAndInstance, String> {
-        let path = setting_path(device, Field::ClassAndVrmInstance);
+    pub fn set_class(&mut self, id: &str, class: ClassAndInstance) -> Result<ClassAndInstance, String> {
+        let path = setting_path(id, Field::ClassAndVrmInstance);
         let code = self
             .client
             .set_value(SETTINGS_SERVICE, &path, &Value::Str(class.to_string()))
@@ -194,8 +194,8 @@ impl SettingsLink {
     }
 
     /// Store one setting of a meter.
-    pub fn store(&mut self, device: &str, field: Field, value: &Value) -> Result<(), String> {
-        let path = setting_path(device, field);
+    pub fn store(&mut self, id: &str, field: Field, value: &Value) -> Result<(), String> {
+        let path = setting_path(id, field);
         match self.client.set_value(SETTINGS_SERVICE, &path, value) {
             Ok(0) => Ok(()),
             Ok(code) => Err(format!("localsettings refused {path} (code {code})")),
@@ -218,7 +218,7 @@ impl SettingsLink {
             let Some(rest) = path.strip_prefix("/Settings/Devices/") else {
                 continue;
             };
-            let Some((device, name)) = rest.split_once('/') else {
+            let Some((id, name)) = rest.split_once('/') else {
                 continue;
             };
             let field = match name {
@@ -228,7 +228,7 @@ impl SettingsLink {
                 _ => continue,
             };
             out.push(SettingChange {
-                device: device.to_string(),
+                id: id.to_string(),
                 field,
                 value,
             });

@@ -270,7 +270,7 @@ pub fn service_name(class: &str, tty: &str, addr: u8) -> String {
 }
 
 /// Settings id of meter `addr` on `tty` (no USB serial number on a pty).
-pub fn device_id(tty: &str, addr: u8) -> String {
+pub fn settings_id(tty: &str, addr: u8) -> String {
     service_name("x", tty, addr)
         .strip_prefix("com.victronenergy.x.")
         .unwrap()
