@@ -126,11 +126,17 @@ impl Conn {
             match e.kind() {
                 std::io::ErrorKind::Interrupted => {}
                 std::io::ErrorKind::WouldBlock => {
+                    // The daemon is not reading: wait for room, up to the deadline.
                     let left = deadline.saturating_duration_since(std::time::Instant::now());
-                    let mut set = crate::poll_set::PollSet::new();
-                    let i = set.push(fd, false, true);
-                    set.wait(Some(left)).map_err(|_| BusError::Disconnected)?;
-                    if !set.is_ready(i) && std::time::Instant::now() >= deadline {
+                    let mut pfd = libc::pollfd {
+                        fd,
+                        events: libc::POLLOUT,
+                        revents: 0,
+                    };
+                    let ms = i32::try_from(left.as_millis()).unwrap_or(i32::MAX);
+                    // SAFETY: one valid pollfd.
+                    let ready = unsafe { libc::poll(&mut pfd, 1, ms) };
+                    if ready == 0 || std::time::Instant::now() >= deadline {
                         return Err(BusError::Disconnected);
                     }
                 }

@@ -103,12 +103,20 @@ pub fn run(config: &Config, stop: &AtomicBool) -> ExitReason {
         }
         machine.restore_energy(address, loaded.state);
     }
+    let poll = match PollSet::new() {
+        Ok(p) => p,
+        Err(e) => {
+            log::error!("cannot set up waiting: {e}");
+            return ExitReason::BusLost;
+        }
+    };
     let mut edge = Edge {
         config,
         stream,
         settings: Settings::NotAsked,
         services: Vec::new(),
-        poll: PollSet::new(),
+        poll,
+        next_key: FIRST_SERVICE_KEY,
         events: Vec::new(),
         changes: Vec::new(),
         stopping: false,
@@ -123,8 +131,16 @@ enum Settings {
     Linked(SettingsLink),
 }
 
+/// Keys that name what is behind each waited-on descriptor (see
+/// [`PollSet::push`]): the line, localsettings, then one per service created.
+const LINE_KEY: u64 = 0;
+const SETTINGS_KEY: u64 = 1;
+const FIRST_SERVICE_KEY: u64 = 2;
+
 struct Published {
     address: Address,
+    /// A new one for each service created, for the wait.
+    key: u64,
     service: Service,
     paths: MeterPaths,
 }
@@ -140,6 +156,7 @@ struct Edge<'c> {
     changes: Vec<SettingChange>,
     /// Shutting down: only saves and the exit are still carried out.
     stopping: bool,
+    next_key: u64,
 }
 
 impl Edge<'_> {
@@ -153,18 +170,18 @@ impl Edge<'_> {
             }
             // Wait for the line, every connection, or the machine's next deadline.
             self.poll.clear();
-            let line = self.poll.push(self.stream.fd(), true, false);
+            let line = self.poll.push(self.stream.fd(), LINE_KEY, true, false);
             let mut backlog = false;
             for p in &self.services {
                 let w = p.service.watch();
-                self.poll.push(w.fd, w.read, w.write);
+                self.poll.push(w.fd, p.key, w.read, w.write);
                 backlog |= p.service.has_backlog();
             }
             let settings_index = match &self.settings {
                 Settings::Linked(link) => {
                     let w = link.client().watch();
                     backlog |= link.client().has_backlog();
-                    Some(self.poll.push(w.fd, w.read, w.write))
+                    Some(self.poll.push(w.fd, SETTINGS_KEY, w.read, w.write))
                 }
                 _ => None,
             };
@@ -358,8 +375,10 @@ impl Edge<'_> {
                 match Service::new(&self.config.bus, &name, tree) {
                     Ok(service) => {
                         log::info!("published {name} (device instance {})", identity.instance);
+                        self.next_key += 1;
                         self.services.push(Published {
                             address,
+                            key: self.next_key,
                             service,
                             paths,
                         });
