@@ -193,7 +193,11 @@ impl PollSet {
             Ok(n) => Ok(n),
             Err(_) => {
                 let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::Interrupted { Ok(0) } else { Err(e) }
+                if e.kind() == io::ErrorKind::Interrupted {
+                    Ok(0)
+                } else {
+                    Err(e)
+                }
             }
         }
     }

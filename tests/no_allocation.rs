@@ -102,10 +102,10 @@ fn polling_over_a_pty_allocates_nothing() {
 fn publishing_a_poll_allocates_nothing() {
     use pzem::dbus::{FIRST_SIGNAL_SERIAL, items_changed};
     use pzem::venus::Role;
-    use pzem::venus::layout::{self, MeterIdentity};
-    use pzem::{AcReading, DcReading, Model, Reading};
+    use pzem::venus::layout::{self, MeterIdentity, PhaseUpdate, Update};
+    use pzem::{AcReading, DcReading, Model};
 
-    fn polls(model: Model, role: Role, reading: fn(u32) -> Reading, changed_per_poll: usize) {
+    fn polls(model: Model, role: Role, reading: fn(u32) -> Update, changed_per_poll: usize) {
         let identity = MeterIdentity {
             model,
             role,
@@ -116,12 +116,13 @@ fn publishing_a_poll_allocates_nothing() {
             serial: "pzem_ttyUSB0_1".into(),
             process_name: "pzem-dbus",
             process_version: "0.1.0",
+            phases: 1,
         };
         let (mut tree, paths) = layout::build_tree(&identity).unwrap();
         let mut scratch = String::new();
         let mut signal = Vec::new();
         let mut poll = |n: u32| {
-            assert!(layout::publish(&mut tree, &paths, &reading(n), f64::from(n) / 1000.0));
+            assert!(layout::publish(&mut tree, &paths, &reading(n)));
             let changed = tree.changes().len();
             items_changed(
                 &mut signal,
@@ -152,30 +153,36 @@ fn publishing_a_poll_allocates_nothing() {
         Model::Pzem016,
         Role::Grid,
         |n| {
-            Reading::Ac(AcReading {
-                voltage_dv: 2300 + (n % 50) as u16,
-                current_ma: 1000 + n,
-                power_dw: 2000 + n,
-                energy_wh: n,
-                frequency_dhz: 499 + (n % 3) as u16,
-                power_factor_centi: 90 + (n % 10) as u16,
-                power_alarm: false,
-            })
+            let mut phases = [PhaseUpdate::Unchanged; 3];
+            phases[0] = PhaseUpdate::Fresh {
+                reading: AcReading {
+                    voltage_dv: 2300 + (n % 50) as u16,
+                    current_ma: 1000 + n,
+                    power_dw: 2000 + n,
+                    energy_wh: n,
+                    frequency_dhz: 499 + (n % 3) as u16,
+                    power_factor_centi: 90 + (n % 10) as u16,
+                    power_alarm: false,
+                },
+                energy_wh: u64::from(n),
+            };
+            Update::Ac { phases, count: 1 }
         },
         9,
     );
     polls(
         Model::Pzem017,
         Role::DcLoad,
-        |n| {
-            Reading::Dc(DcReading {
+        |n| Update::Dc {
+            reading: DcReading {
                 voltage_cv: 1200 + (n % 100) as u16,
                 current_ca: 400 + n as u16,
                 power_dw: 480 + n,
                 energy_wh: n,
                 high_voltage_alarm: n % 2 == 0,
                 low_voltage_alarm: false,
-            })
+            },
+            energy_wh: u64::from(n),
         },
         5,
     );
@@ -201,11 +208,7 @@ fn the_meter_line_in_steady_state_allocates_nothing() {
         place: "/dev/ttyX".into(),
         meters: meters
             .iter()
-            .map(|&(a, m)| MeterSpec {
-                address: Address::unit(u32::from(a)).unwrap(),
-                model: ModelChoice::Known(m),
-                role: None,
-            })
+            .map(|&(a, m)| MeterSpec::single(Address::unit(u32::from(a)).unwrap(), ModelChoice::Known(m), None))
             .collect(),
         port: PortId::serial("/dev/ttyX", None),
         framing: Framing::rtu_serial(StopBits::Two),

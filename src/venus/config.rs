@@ -13,6 +13,11 @@
 //!
 //! The role may be left out: AC meters default to `grid`, DC to
 //! `dcsource`, and `auto` models get the default of what they turn out to be.
+//!
+//! Two or three single-phase AC meters make one two- or three-phase meter
+//! when their addresses are joined with `+`, in phase order L1, L2, L3:
+//! `1+2+3:016:grid` (or `1+2+3 016 grid`) is one service named after
+//! address 1.
 
 use std::fmt;
 
@@ -21,11 +26,15 @@ use crate::model::{Family, ModelChoice, UnknownModel};
 
 use super::role::Role;
 
-/// One meter to publish.
+/// One meter to publish: a single meter, or single-phase AC meters grouped
+/// as one multi-phase meter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MeterSpec {
-    /// Its Modbus unit address.
+    /// Its Modbus unit address; in a group, the L1 meter's (it names the
+    /// service).
     pub address: Address,
+    /// In a group, the addresses of the L2 and L3 meters (L3 `None` for two phases).
+    pub more_phases: [Option<Address>; 2],
     /// Its model, or `auto` to probe.
     pub model: ModelChoice,
     /// Its role; `None` means the default for its family.
@@ -45,7 +54,28 @@ impl fmt::Display for SpecError {
 impl std::error::Error for SpecError {}
 
 impl MeterSpec {
-    /// Parse `ADDR:MODEL[:ROLE]` (fields may also be separated by white space).
+    /// One meter at `address`.
+    pub fn single(address: Address, model: ModelChoice, role: Option<Role>) -> MeterSpec {
+        MeterSpec {
+            address,
+            more_phases: [None; 2],
+            model,
+            role,
+        }
+    }
+
+    /// The addresses of its meters, L1 first.
+    pub fn addresses(&self) -> impl Iterator<Item = Address> + '_ {
+        std::iter::once(self.address).chain(self.more_phases.iter().flatten().copied())
+    }
+
+    /// How many phases (meters) it has: 1 for a single meter.
+    pub fn phase_count(&self) -> usize {
+        1 + self.more_phases.iter().flatten().count()
+    }
+
+    /// Parse `ADDR[+ADDR[+ADDR]]:MODEL[:ROLE]` (fields may also be separated by
+    /// white space).
     pub fn parse(text: &str) -> Result<MeterSpec, SpecError> {
         let fields: Vec<&str> = text
             .split(|c: char| c == ':' || c.is_whitespace())
@@ -60,7 +90,25 @@ impl MeterSpec {
                 )));
             }
         };
-        let (address, model) = parse_address_and_model(addr, model).map_err(|e| SpecError(format!("'{text}': {e}")))?;
+        let mut group = addr.split('+');
+        let first = group.next().unwrap_or(addr);
+        let (address, model) =
+            parse_address_and_model(first, model).map_err(|e| SpecError(format!("'{text}': {e}")))?;
+        let mut more_phases = [None; 2];
+        for (n, phase) in group.enumerate() {
+            let Some(slot) = more_phases.get_mut(n) else {
+                return Err(SpecError(format!(
+                    "'{text}': a group has at most three meters, L1+L2+L3"
+                )));
+            };
+            let (a, _) = parse_address_and_model(phase, "ac").map_err(|e| SpecError(format!("'{text}': {e}")))?;
+            *slot = Some(a);
+        }
+        if more_phases[0].is_some() && !matches!(model, ModelChoice::Known(m) if m.family() == Family::Ac) {
+            return Err(SpecError(format!(
+                "'{text}': only AC meters (016, 014, 004t, ac) can be grouped into phases, and the model must be named"
+            )));
+        }
         let role = match role {
             None => None,
             Some(r) => Some(r.parse::<Role>().map_err(|e| SpecError(format!("'{text}': {e}")))?),
@@ -75,7 +123,20 @@ impl MeterSpec {
                 kind(r.family())
             )));
         }
-        Ok(MeterSpec { address, model, role })
+        let spec = MeterSpec {
+            address,
+            more_phases,
+            model,
+            role,
+        };
+        let mut seen: Vec<Address> = Vec::with_capacity(3);
+        for a in spec.addresses() {
+            if seen.contains(&a) {
+                return Err(SpecError(format!("'{text}': address {a} is in the group twice")));
+            }
+            seen.push(a);
+        }
+        Ok(spec)
     }
 
     /// The role to use for a meter of `family`.
@@ -122,15 +183,16 @@ pub fn parse_config(text: &str) -> Result<Vec<MeterSpec>, SpecError> {
     Ok(meters)
 }
 
-/// Refuse a second meter at the same address.
+/// Refuse a second meter at an address already used (alone or in a group).
 pub fn check_unique(meters: &[MeterSpec], spec: &MeterSpec) -> Result<(), SpecError> {
-    if meters.iter().any(|m| m.address == spec.address) {
-        Err(SpecError(format!(
-            "address {} is given twice; every meter on a line needs its own",
-            spec.address
-        )))
-    } else {
-        Ok(())
+    match spec
+        .addresses()
+        .find(|a| meters.iter().any(|m| m.addresses().any(|b| b == *a)))
+    {
+        Some(a) => Err(SpecError(format!(
+            "address {a} is given twice; every meter on a line needs its own"
+        ))),
+        None => Ok(()),
     }
 }
 
@@ -198,6 +260,33 @@ mod tests {
         assert!(err("1", "018").contains("unknown meter model '018'"));
         // The field is quoted by the caller, not here.
         assert!(!err("1", "018").starts_with('\''));
+    }
+
+    #[test]
+    fn phase_groups() {
+        let s = MeterSpec::parse("1+2+3:016:grid").unwrap();
+        let a = |n| Address::unit(n).unwrap();
+        assert_eq!(s.addresses().collect::<Vec<_>>(), vec![a(1), a(2), a(3)]);
+        assert_eq!((s.address, s.phase_count()), (a(1), 3));
+        let s = MeterSpec::parse("7+9 ac").unwrap();
+        assert_eq!((s.phase_count(), s.more_phases), (2, [Some(a(9)), None]));
+        assert_eq!(MeterSpec::parse("4 016").unwrap().phase_count(), 1);
+        for (bad, says) in [
+            ("1+2+3+4:016:grid", "at most three"),
+            ("1+2:017:dcload", "only AC meters"),
+            ("1+2:auto:grid", "only AC meters"),
+            ("1+1:016:grid", "in the group twice"),
+            ("1+0xF8:016:grid", "general address"),
+            ("1+x:016:grid", "'1+x:016:grid'"),
+        ] {
+            let e = MeterSpec::parse(bad).unwrap_err();
+            assert!(e.0.contains(says), "{bad}: {e}");
+        }
+        let e = parse_config("1+2+3 016 grid\n3 017 dcload\n").unwrap_err();
+        assert!(
+            e.0.starts_with("line 2:") && e.0.contains("address 3 is given twice"),
+            "{e}"
+        );
     }
 
     #[test]

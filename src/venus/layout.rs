@@ -8,7 +8,7 @@
 use crate::dbus::TreeError;
 use crate::dbus::{Format, ItemId, ItemTree, Kind, TreeBuilder, Value};
 use crate::model::{Family, Model};
-use crate::{AcReading, DcReading, Reading};
+use crate::{AcReading, DcReading};
 
 use super::role::Role;
 
@@ -36,6 +36,8 @@ pub struct MeterIdentity {
     pub process_name: &'static str,
     /// `/Mgmt/ProcessVersion`.
     pub process_version: &'static str,
+    /// `/NrOfPhases` of an AC meter: 1, or 2 and 3 for a group of phase meters.
+    pub phases: u8,
 }
 
 /// Ids of the items a poll sets.
@@ -43,51 +45,140 @@ pub struct MeterIdentity {
 pub struct MeterPaths {
     /// `/Connected`.
     pub connected: ItemId,
-    /// The measurement items, in the order of the family's table
-    /// ([`AC_MEASUREMENTS`] or the DC one of the role).
     measurements: Measurements,
 }
 
-/// Ids of the measurement items, in table order.
+/// Ids of the measurement items, in the order of their tables.
 #[derive(Clone, Copy, Debug)]
 enum Measurements {
-    Ac([ItemId; AC_MEASUREMENTS.len()]),
+    Ac {
+        /// [`PHASE_MEASUREMENTS`] of L1..L`count`.
+        phases: [[ItemId; 5]; 3],
+        count: usize,
+        /// [`AC_TOTALS`].
+        totals: [ItemId; 4],
+    },
     Dc([ItemId; DC_MEASUREMENTS_OUT.len()]),
+}
+
+/// New values for a meter's tree.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Update {
+    /// An AC meter: L1 (a single meter), or every phase of a group.
+    Ac {
+        /// Each phase's news; entries from `count` on are ignored.
+        phases: [PhaseUpdate; 3],
+        /// How many phases the meter has.
+        count: u8,
+    },
+    /// A DC meter's reading and monotonic energy total.
+    Dc {
+        /// The reading.
+        reading: DcReading,
+        /// The published energy total, Wh.
+        energy_wh: u64,
+    },
+}
+
+/// What a poll cycle tells about one phase.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum PhaseUpdate {
+    /// It answered: its reading and monotonic energy total.
+    Fresh {
+        /// The reading.
+        reading: AcReading,
+        /// The published energy total, Wh.
+        energy_wh: u64,
+    },
+    /// It failed a poll but does not count as gone yet: keep its values.
+    Unchanged,
+    /// It is gone: its values are invalid, and so are the totals.
+    Absent,
 }
 
 const W: Format = Format::number(1, "W");
 const KWH: Format = Format::number(3, "kWh");
 const PF: Format = Format::number(2, "");
 
-/// The measurement paths of a single-phase AC meter, each once, with its
-/// kind and text; [`ac_values`] gives their values in the same order.
-pub const AC_MEASUREMENTS: [(&str, Kind, Format); 9] = [
+macro_rules! phase_table {
+    ($l:literal) => {
+        [
+            (concat!("/Ac/", $l, "/Voltage"), Kind::Double, Format::number(1, "V")),
+            (concat!("/Ac/", $l, "/Current"), Kind::Double, Format::number(3, "A")),
+            (concat!("/Ac/", $l, "/Power"), Kind::Double, W),
+            (concat!("/Ac/", $l, "/PowerFactor"), Kind::Double, PF),
+            (concat!("/Ac/", $l, "/Energy/Forward"), Kind::Double, KWH),
+        ]
+    };
+}
+
+/// The paths of each phase L1, L2, L3, declared once, with kind and text;
+/// [`phase_values`] gives their values in the same order.
+pub const PHASE_MEASUREMENTS: [[(&str, Kind, Format); 5]; 3] =
+    [phase_table!("L1"), phase_table!("L2"), phase_table!("L3")];
+
+/// The totals of an AC meter; [`ac_totals`] computes them.
+pub const AC_TOTALS: [(&str, Kind, Format); 4] = [
     ("/Ac/Power", Kind::Double, W),
-    ("/Ac/L1/Power", Kind::Double, W),
-    ("/Ac/L1/Voltage", Kind::Double, Format::number(1, "V")),
-    ("/Ac/L1/Current", Kind::Double, Format::number(3, "A")),
+    ("/Ac/Energy/Forward", Kind::Double, KWH),
     ("/Ac/Frequency", Kind::Double, Format::number(1, "Hz")),
     ("/Ac/PowerFactor", Kind::Double, PF),
-    ("/Ac/L1/PowerFactor", Kind::Double, PF),
-    ("/Ac/Energy/Forward", Kind::Double, KWH),
-    ("/Ac/L1/Energy/Forward", Kind::Double, KWH),
 ];
 
-/// The values of [`AC_MEASUREMENTS`] for a reading and the published energy total.
-fn ac_values(r: &AcReading, energy_kwh: f64) -> [Value; AC_MEASUREMENTS.len()] {
-    let (p, pf) = (r.power_w(), r.power_factor());
+/// The values of one phase's [`PHASE_MEASUREMENTS`].
+fn phase_values(r: &AcReading, energy_wh: u64) -> [Value; 5] {
     [
-        p,
-        p,
         r.voltage_v(),
         r.current_a(),
-        r.frequency_hz(),
-        pf,
-        pf,
-        energy_kwh,
-        energy_kwh,
+        r.power_w(),
+        r.power_factor(),
+        energy_wh as f64 / 1000.0,
     ]
     .map(Value::Double)
+}
+
+/// The [`AC_TOTALS`] of a meter's phases; `None` leaves a total as it is.
+///
+/// Power and energy are sums, and invalid as soon as a phase is gone (a
+/// partial sum is not the total); while a phase has only missed a poll they
+/// stay as they are. The frequency is L1's. The power factor of one meter
+/// is its own; of a group, the total active power over the total apparent
+/// power (the sum of each phase's voltage times current), not a mean.
+pub fn ac_totals(phases: &[PhaseUpdate]) -> [Option<Value>; 4] {
+    let frequency = match phases.first() {
+        Some(PhaseUpdate::Fresh { reading, .. }) => Some(Value::Double(reading.frequency_hz())),
+        Some(PhaseUpdate::Unchanged) => None,
+        Some(PhaseUpdate::Absent) | None => Some(Value::Invalid),
+    };
+    if phases.is_empty() || phases.contains(&PhaseUpdate::Absent) {
+        return [
+            Some(Value::Invalid),
+            Some(Value::Invalid),
+            frequency,
+            Some(Value::Invalid),
+        ];
+    }
+    let (mut power_dw, mut energy_wh, mut apparent_va) = (0u64, 0u64, 0f64);
+    for p in phases {
+        let PhaseUpdate::Fresh { reading, energy_wh: e } = p else {
+            return [None, None, frequency, None];
+        };
+        power_dw += u64::from(reading.power_dw);
+        energy_wh += e;
+        apparent_va += reading.voltage_v() * reading.current_a();
+    }
+    let power_w = power_dw as f64 / 10.0;
+    let power_factor = match phases {
+        [PhaseUpdate::Fresh { reading, .. }] => reading.power_factor(),
+        _ if apparent_va > 0.0 => (power_w / apparent_va).clamp(0.0, 1.0),
+        _ => 0.0,
+    };
+    [
+        Some(Value::Double(power_w)),
+        Some(Value::Double(energy_wh as f64 / 1000.0)),
+        frequency,
+        Some(Value::Double(power_factor)),
+    ]
 }
 
 /// The measurement paths of a DC meter whose role produces energy
@@ -108,12 +199,12 @@ const fn dc_table(energy: &'static str) -> [(&'static str, Kind, Format); 6] {
 }
 
 /// The values of a DC table for a reading and the published energy total.
-fn dc_values(r: &DcReading, energy_kwh: f64) -> [Value; DC_MEASUREMENTS_OUT.len()] {
+fn dc_values(r: &DcReading, energy_wh: u64) -> [Value; DC_MEASUREMENTS_OUT.len()] {
     [
         Value::Double(r.voltage_v()),
         Value::Double(r.current_a()),
         Value::Double(r.power_w()),
-        Value::Double(energy_kwh),
+        Value::Double(energy_wh as f64 / 1000.0),
         Value::Int(alarm(r.high_voltage_alarm)),
         Value::Int(alarm(r.low_voltage_alarm)),
     ]
@@ -196,34 +287,51 @@ pub fn build_tree(id: &MeterIdentity) -> Result<(ItemTree, MeterPaths), LayoutEr
             .value(i64::from(id.position.clamp(0, kind.max())))
             .writable();
     }
-    let table: &[(&str, Kind, Format)] = match family {
-        Family::Ac => {
-            t.add("/NrOfPhases", Kind::Int, Format::Plain).value(1i64);
-            t.add("/IsGenericEnergyMeter", Kind::Int, Format::Plain)
-                .value(i64::from(id.role != Role::Grid));
-            &AC_MEASUREMENTS
-        }
-        Family::Dc => dc_measurements(id.role),
+    if family == Family::Ac {
+        t.add("/NrOfPhases", Kind::Int, Format::Plain)
+            .value(i64::from(id.phases.clamp(1, 3)));
+        t.add("/IsGenericEnergyMeter", Kind::Int, Format::Plain)
+            .value(i64::from(id.role != Role::Grid));
+    }
+    let count = usize::from(id.phases.clamp(1, 3));
+    let tables: Vec<&[(&str, Kind, Format)]> = match family {
+        Family::Ac => PHASE_MEASUREMENTS[..count]
+            .iter()
+            .map(|t| t.as_slice())
+            .chain([AC_TOTALS.as_slice()])
+            .collect(),
+        Family::Dc => vec![dc_measurements(id.role).as_slice()],
     };
-    for &(path, kind, format) in table {
+    for &(path, kind, format) in tables.iter().copied().flatten() {
         t.add(path, kind, format);
     }
     let tree = t.build().map_err(LayoutError::Tree)?;
     let id_of = |p: &'static str| tree.id(p).ok_or(LayoutError::Missing(p));
-    let mut ids = [id_of("/Connected")?; AC_MEASUREMENTS.len()];
-    for (slot, &(path, _, _)) in ids.iter_mut().zip(table) {
-        *slot = id_of(path)?;
-    }
+    let connected = id_of("/Connected")?;
+    let ids_of = |table: &[(&'static str, Kind, Format)], out: &mut [ItemId]| -> Result<(), LayoutError> {
+        for (slot, &(path, _, _)) in out.iter_mut().zip(table) {
+            *slot = id_of(path)?;
+        }
+        Ok(())
+    };
     let measurements = match family {
-        Family::Ac => Measurements::Ac(ids),
+        Family::Ac => {
+            let mut phases = [[connected; 5]; 3];
+            for (ids, table) in phases.iter_mut().zip(&PHASE_MEASUREMENTS[..count]) {
+                ids_of(table, ids)?;
+            }
+            let mut totals = [connected; 4];
+            ids_of(&AC_TOTALS, &mut totals)?;
+            Measurements::Ac { phases, count, totals }
+        }
         Family::Dc => {
-            let mut dc = [ids[0]; DC_MEASUREMENTS_OUT.len()];
-            dc.copy_from_slice(&ids[..DC_MEASUREMENTS_OUT.len()]);
-            Measurements::Dc(dc)
+            let mut ids = [connected; DC_MEASUREMENTS_OUT.len()];
+            ids_of(dc_measurements(id.role), &mut ids)?;
+            Measurements::Dc(ids)
         }
     };
     let paths = MeterPaths {
-        connected: id_of("/Connected")?,
+        connected,
         measurements,
     };
     Ok((tree, paths))
@@ -239,16 +347,44 @@ fn alarm(on: bool) -> i64 {
     if on { 2 } else { 0 }
 }
 
-/// Fill the tree from a reading; `energy_kwh` is the monotonic published
-/// total. Sets `/Connected` to 1. A reading of the wrong family changes
-/// nothing and returns false.
-pub fn publish(tree: &mut ItemTree, paths: &MeterPaths, reading: &Reading, energy_kwh: f64) -> bool {
-    match (&paths.measurements, reading) {
-        (Measurements::Ac(ids), Reading::Ac(r)) => set_all(tree, ids, ac_values(r, energy_kwh)),
-        (Measurements::Dc(ids), Reading::Dc(r)) => set_all(tree, ids, dc_values(r, energy_kwh)),
+/// Fill the tree from an update. `/Connected` becomes 1 when a phase
+/// answered and 0 when every phase is gone. An update of the wrong family
+/// changes nothing and returns false.
+pub fn publish(tree: &mut ItemTree, paths: &MeterPaths, update: &Update) -> bool {
+    match (&paths.measurements, update) {
+        (
+            Measurements::Ac {
+                phases: ids,
+                count,
+                totals,
+            },
+            Update::Ac { phases, .. },
+        ) => {
+            let phases = &phases[..*count];
+            for (ids, phase) in ids.iter().zip(phases) {
+                match phase {
+                    PhaseUpdate::Fresh { reading, energy_wh } => set_all(tree, ids, phase_values(reading, *energy_wh)),
+                    PhaseUpdate::Absent => set_all(tree, ids, [const { Value::Invalid }; 5]),
+                    PhaseUpdate::Unchanged => {}
+                }
+            }
+            for (id, value) in totals.iter().zip(ac_totals(phases)) {
+                if let Some(value) = value {
+                    tree.set(*id, value);
+                }
+            }
+            if phases.iter().any(|p| matches!(p, PhaseUpdate::Fresh { .. })) {
+                tree.set(paths.connected, 1i64);
+            } else if phases.iter().all(|p| *p == PhaseUpdate::Absent) {
+                tree.set(paths.connected, 0i64);
+            }
+        }
+        (Measurements::Dc(ids), Update::Dc { reading, energy_wh }) => {
+            set_all(tree, ids, dc_values(reading, *energy_wh));
+            tree.set(paths.connected, 1i64);
+        }
         _ => return false,
     }
-    tree.set(paths.connected, 1i64);
     true
 }
 
@@ -260,12 +396,17 @@ fn set_all<const N: usize>(tree: &mut ItemTree, ids: &[ItemId; N], values: [Valu
 
 /// Mark the meter absent: `/Connected` 0 and every measurement invalid.
 pub fn invalidate(tree: &mut ItemTree, paths: &MeterPaths) {
-    let ids: &[ItemId] = match &paths.measurements {
-        Measurements::Ac(ids) => ids,
-        Measurements::Dc(ids) => ids,
-    };
-    for id in ids {
-        tree.set(*id, Value::Invalid);
+    match &paths.measurements {
+        Measurements::Ac { phases, count, totals } => {
+            for id in phases[..*count].iter().flatten().chain(totals) {
+                tree.set(*id, Value::Invalid);
+            }
+        }
+        Measurements::Dc(ids) => {
+            for id in ids {
+                tree.set(*id, Value::Invalid);
+            }
+        }
     }
     tree.set(paths.connected, 0i64);
 }
@@ -286,7 +427,14 @@ mod tests {
             serial: "pzem_ttyUSB0_1".into(),
             process_name: "pzem-dbus",
             process_version: "0.1.0",
+            phases: 1,
         }
+    }
+
+    fn single(reading: AcReading, energy_wh: u64) -> Update {
+        let mut phases = [PhaseUpdate::Unchanged; 3];
+        phases[0] = PhaseUpdate::Fresh { reading, energy_wh };
+        Update::Ac { phases, count: 1 }
     }
 
     fn value(tree: &ItemTree, path: &str) -> Value {
@@ -343,7 +491,7 @@ mod tests {
             power_factor_centi: 97,
             power_alarm: false,
         };
-        assert!(publish(&mut tree, &paths, &Reading::Ac(r), 12.345));
+        assert!(publish(&mut tree, &paths, &single(r, 12_345)));
         assert_eq!(value(&tree, "/Ac/L1/Voltage"), Value::Double(230.1));
         assert_eq!(value(&tree, "/Ac/L1/Current"), Value::Double(1.234));
         assert_eq!(value(&tree, "/Ac/Power"), Value::Double(275.0));
@@ -354,7 +502,11 @@ mod tests {
         assert_eq!(value(&tree, "/Ac/L1/Voltage"), Value::Invalid);
         assert_eq!(value(&tree, "/Ac/Energy/Forward"), Value::Invalid);
         assert_eq!(value(&tree, "/Connected"), Value::Int(0));
-        assert!(!publish(&mut tree, &paths, &Reading::Dc(DcReading::default()), 0.0));
+        let dc = Update::Dc {
+            reading: DcReading::default(),
+            energy_wh: 0,
+        };
+        assert!(!publish(&mut tree, &paths, &dc));
     }
 
     #[test]
@@ -370,7 +522,14 @@ mod tests {
             low_voltage_alarm: true,
             ..Default::default()
         };
-        publish(&mut tree, &paths, &Reading::Dc(r), 0.5);
+        publish(
+            &mut tree,
+            &paths,
+            &Update::Dc {
+                reading: r,
+                energy_wh: 500,
+            },
+        );
         assert_eq!(value(&tree, "/Dc/0/Power"), Value::Double(55.6));
         assert_eq!(value(&tree, "/Dc/0/Voltage"), Value::Double(13.25));
         assert_eq!(value(&tree, "/History/EnergyIn"), Value::Double(0.5));
@@ -384,5 +543,89 @@ mod tests {
             build_tree(&identity(Model::Pzem017, Role::Grid)),
             Err(LayoutError::RoleMismatch { .. })
         ));
+    }
+
+    fn ac(voltage_dv: u16, current_ma: u32, power_dw: u32, pf: u16) -> AcReading {
+        AcReading {
+            voltage_dv,
+            current_ma,
+            power_dw,
+            energy_wh: 0,
+            frequency_dhz: 500,
+            power_factor_centi: pf,
+            power_alarm: false,
+        }
+    }
+
+    #[test]
+    fn three_phase_totals_are_sums_and_the_power_factor_is_p_over_s() {
+        let fresh = |reading, energy_wh| PhaseUpdate::Fresh { reading, energy_wh };
+        // 230 V × 10 A at 0.5 (1150 W), 230 V × 2 A at 1.0 (460 W), 240 V × 5 A at 0.8 (960 W).
+        let phases = [
+            fresh(ac(2300, 10_000, 11_500, 50), 1_000),
+            fresh(ac(2300, 2_000, 4_600, 100), 2_500),
+            fresh(ac(2400, 5_000, 9_600, 80), 10),
+        ];
+        let [power, energy, frequency, pf] = ac_totals(&phases);
+        assert_eq!(power, Some(Value::Double(2570.0)));
+        assert_eq!(energy, Some(Value::Double(3.51)));
+        assert_eq!(frequency, Some(Value::Double(50.0)));
+        // ΣP / ΣS = 2570 / (2300 + 460 + 1200) = 0.649, not the mean of the factors (0.767).
+        let Some(Value::Double(pf)) = pf else { panic!("{pf:?}") };
+        assert!((pf - 2570.0 / 3960.0).abs() < 1e-12, "{pf}");
+        // One phase gone: the sums are invalid, L1's frequency stays.
+        let gone = [phases[0], PhaseUpdate::Absent, phases[2]];
+        assert_eq!(
+            ac_totals(&gone),
+            [
+                Some(Value::Invalid),
+                Some(Value::Invalid),
+                Some(Value::Double(50.0)),
+                Some(Value::Invalid)
+            ]
+        );
+        // One phase missed a poll: the sums stay as they are.
+        let missed = [PhaseUpdate::Unchanged, phases[1], phases[2]];
+        assert_eq!(ac_totals(&missed), [None, None, None, None]);
+        // No load at all: a factor of 0, as the meters say.
+        assert_eq!(
+            ac_totals(&[fresh(ac(2300, 0, 0, 0), 0), fresh(ac(2300, 0, 0, 0), 0)])[3],
+            Some(Value::Double(0.0))
+        );
+        // A single meter's factor is its own.
+        assert_eq!(ac_totals(&[phases[0]])[3], Some(Value::Double(0.5)));
+    }
+
+    #[test]
+    fn a_three_phase_tree_has_every_phase_and_fills_them() {
+        let mut id = identity(Model::Pzem016, Role::Grid);
+        id.phases = 3;
+        let (mut tree, paths) = build_tree(&id).unwrap();
+        assert_eq!(value(&tree, "/NrOfPhases"), Value::Int(3));
+        for l in ["L1", "L2", "L3"] {
+            for leaf in ["Voltage", "Current", "Power", "PowerFactor", "Energy/Forward"] {
+                assert!(tree.id(&format!("/Ac/{l}/{leaf}")).is_some(), "{l}/{leaf}");
+            }
+        }
+        let update = |phases| Update::Ac { phases, count: 3 };
+        let r = PhaseUpdate::Fresh {
+            reading: ac(2301, 1_000, 2_000, 90),
+            energy_wh: 1_500,
+        };
+        assert!(publish(&mut tree, &paths, &update([r, r, r])));
+        assert_eq!(value(&tree, "/Ac/L3/Voltage"), Value::Double(230.1));
+        assert_eq!(value(&tree, "/Ac/Power"), Value::Double(600.0));
+        assert_eq!(value(&tree, "/Ac/Energy/Forward"), Value::Double(4.5));
+        assert_eq!(value(&tree, "/Connected"), Value::Int(1));
+        assert!(publish(&mut tree, &paths, &update([r, PhaseUpdate::Absent, r])));
+        assert_eq!(value(&tree, "/Ac/L2/Power"), Value::Invalid);
+        assert_eq!(value(&tree, "/Ac/L2/Energy/Forward"), Value::Invalid);
+        assert_eq!(value(&tree, "/Ac/L3/Power"), Value::Double(200.0));
+        assert_eq!(value(&tree, "/Ac/Power"), Value::Invalid);
+        assert_eq!(value(&tree, "/Connected"), Value::Int(1));
+        let gone = PhaseUpdate::Absent;
+        assert!(publish(&mut tree, &paths, &update([gone, gone, gone])));
+        assert_eq!(value(&tree, "/Connected"), Value::Int(0));
+        assert_eq!(value(&tree, "/Ac/Frequency"), Value::Invalid);
     }
 }

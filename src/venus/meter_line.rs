@@ -40,7 +40,7 @@ use crate::model::{Family, Model};
 use crate::{AcReading, DcReading, Reading, ac, dc};
 
 use super::config::MeterSpec;
-use super::layout::MeterIdentity;
+use super::layout::{MeterIdentity, PhaseUpdate, Update};
 use super::naming::PortId;
 use super::presence::{Presence, PresenceChange};
 use super::role::Role;
@@ -126,15 +126,13 @@ pub enum Command {
         /// Everything its tree shows besides measurements.
         identity: MeterIdentity,
     },
-    /// A reading to publish, with the monotonic energy total in kWh: one
-    /// `ItemsChanged` with what changed.
+    /// New values to publish: one `ItemsChanged` with what changed. For a
+    /// group of phase meters, once per cycle after its last phase was polled.
     Publish {
-        /// The meter.
+        /// The meter (a group's L1 address).
         address: Address,
-        /// What it read.
-        reading: Reading,
-        /// Its published energy total.
-        energy_kwh: f64,
+        /// The readings, with their monotonic energy totals.
+        update: Update,
     },
     /// The meter stopped answering: `/Connected` 0, measurements invalid.
     Invalidate {
@@ -213,17 +211,30 @@ pub struct LineConfig {
     pub silent_exit: Option<Duration>,
 }
 
+/// One published meter: a single meter, or a group of phase meters.
 struct Meter {
     spec: MeterSpec,
+    /// Its settings id (the L1 meter's id).
     id: String,
     family: Option<Family>,
     record: Option<DeviceRecord>,
+    /// One per Modbus address, L1 first.
+    phases: Vec<PhaseMeter>,
+}
+
+/// The state of one Modbus meter (a phase of a group, or a single meter).
+struct PhaseMeter {
+    address: Address,
+    /// `pzem_<port>_<address>`: the name of its energy state file.
+    id: String,
     presence: Presence,
     energy: MonotonicEnergy,
     energy_saved: EnergyState,
     energy_saved_at: Instant,
     save_pending: bool,
     last_ok: Option<Instant>,
+    /// Its reading in the current cycle (groups publish all phases at once).
+    fresh: Option<(AcReading, u64)>,
 }
 
 impl Meter {
@@ -232,8 +243,9 @@ impl Meter {
     }
 }
 
+/// Where the machine is; `index` counts Modbus meters in polling order.
 #[derive(Clone, Copy, Debug)]
-enum Phase {
+enum Stage {
     /// Start-up probe of meter `index`, try `tries` so far.
     Probing { until: Instant, index: usize, tries: u8 },
     /// Polling meter `index` of the cycle that started at `cycle_start`.
@@ -253,10 +265,14 @@ struct InFlight {
 pub struct MeterLine {
     config: LineConfig,
     meters: Vec<Meter>,
+    /// Every Modbus meter as (meter, phase), in polling order: a group's
+    /// phases one after the other, so they are read in the same cycle.
+    targets: Vec<(usize, usize)>,
     exchange: Exchange,
-    phase: Phase,
+    stage: Stage,
     in_flight: Option<InFlight>,
-    /// An `auto` meter that refused the AC registers, to be read as DC next.
+    /// An `auto` meter (its target index) that refused the AC registers, to
+    /// be read as DC next.
     retry_as_dc: Option<usize>,
     commands: VecDeque<Command>,
     answered_at_start: usize,
@@ -317,7 +333,18 @@ impl MeterLine {
     /// with empty energy state; restore saved state with
     /// [`MeterLine::restore_energy`] before the first input.
     pub fn new(config: LineConfig, now: Instant) -> MeterLine {
-        let meters = config
+        let phase = |address: Address| PhaseMeter {
+            address,
+            id: config.port.settings_id(address.get()),
+            presence: Presence::new(config.failures_to_vanish),
+            energy: MonotonicEnergy::default(),
+            energy_saved: EnergyState::default(),
+            energy_saved_at: now,
+            save_pending: false,
+            last_ok: None,
+            fresh: None,
+        };
+        let meters: Vec<Meter> = config
             .meters
             .iter()
             .map(|spec| Meter {
@@ -325,22 +352,23 @@ impl MeterLine {
                 id: config.port.settings_id(spec.address.get()),
                 family: spec.model.family(),
                 record: None,
-                presence: Presence::new(config.failures_to_vanish),
-                energy: MonotonicEnergy::default(),
-                energy_saved: EnergyState::default(),
-                energy_saved_at: now,
-                save_pending: false,
-                last_ok: None,
+                phases: spec.addresses().map(phase).collect(),
             })
+            .collect();
+        let targets = meters
+            .iter()
+            .enumerate()
+            .flat_map(|(i, m)| (0..m.phases.len()).map(move |k| (i, k)))
             .collect();
         let mut line = MeterLine {
             exchange: Exchange::new(config.framing, config.timeout),
-            phase: Phase::Probing {
+            stage: Stage::Probing {
                 until: now + config.startup_budget,
                 index: 0,
                 tries: 0,
             },
             meters,
+            targets,
             in_flight: None,
             retry_as_dc: None,
             // Room for a burst of commands (a start-up registers every meter).
@@ -353,22 +381,24 @@ impl MeterLine {
         line
     }
 
-    /// The settings id of the meter at `address` (`pzem_<port>_<address>`),
-    /// also the name of its energy state file.
+    /// The id of the Modbus meter at `address` (`pzem_<port>_<address>`): the
+    /// name of its energy state file, and for a published meter (a group's
+    /// L1 address) its settings id.
     pub fn meter_id(&self, address: Address) -> Option<&str> {
-        self.meter(address).map(|m| m.id.as_str())
+        self.locate(address).map(|(i, k)| self.meters[i].phases[k].id.as_str())
     }
 
-    /// The addresses of the meters, in polling order.
+    /// The addresses of every Modbus meter (every phase of a group), in
+    /// polling order.
     pub fn addresses(&self) -> impl Iterator<Item = Address> + '_ {
-        self.meters.iter().map(|m| m.spec.address)
+        self.targets.iter().map(|&(i, k)| self.meters[i].phases[k].address)
     }
 
     /// The energy state a meter continues from (loaded from its file).
     pub fn restore_energy(&mut self, address: Address, state: EnergyState) {
-        if let Some(m) = self.meter_mut(address) {
-            m.energy = MonotonicEnergy::new(state);
-            m.energy_saved = state;
+        if let Some(p) = self.phase_mut(address) {
+            p.energy = MonotonicEnergy::new(state);
+            p.energy_saved = state;
         }
     }
 
@@ -390,9 +420,9 @@ impl MeterLine {
         if !self.exchange.is_waiting() {
             earliest(self.next_request_at());
         }
-        for m in &self.meters {
-            if m.energy.state() != m.energy_saved && !m.save_pending {
-                earliest(Some(m.energy_saved_at + ENERGY_SAVE_EVERY));
+        for p in self.meters.iter().flat_map(|m| &m.phases) {
+            if p.energy.state() != p.energy_saved && !p.save_pending {
+                earliest(Some(p.energy_saved_at + ENERGY_SAVE_EVERY));
             }
         }
         next
@@ -573,50 +603,56 @@ impl MeterLine {
 
     /// The energy state of the meter at `address` is on disk.
     pub fn handle_energy_saved(&mut self, now: Instant, address: Address, state: EnergyState) {
-        if let Some(m) = self.meter_mut(address) {
-            m.energy_saved = state;
-            m.energy_saved_at = now;
-            m.save_pending = false;
+        if let Some(p) = self.phase_mut(address) {
+            p.energy_saved = state;
+            p.energy_saved_at = now;
+            p.save_pending = false;
         }
     }
 
     /// A save of the meter's energy state failed: try again later.
     pub fn handle_energy_save_failed(&mut self, now: Instant, address: Address) {
-        if let Some(m) = self.meter_mut(address) {
-            m.energy_saved_at = now;
-            m.save_pending = false;
+        if let Some(p) = self.phase_mut(address) {
+            p.energy_saved_at = now;
+            p.save_pending = false;
         }
     }
 
     /// Stop for `reason` (a signal, the line or the bus lost): save what
     /// changed, then [`Command::Exit`].
     pub fn shutdown(&mut self, _now: Instant, reason: ExitReason) {
-        if matches!(self.phase, Phase::Done) {
+        if matches!(self.stage, Stage::Done) {
             return;
         }
-        for m in &mut self.meters {
-            if m.energy.state() != m.energy_saved {
-                m.save_pending = true;
+        for p in self.meters.iter_mut().flat_map(|m| &mut m.phases) {
+            if p.energy.state() != p.energy_saved {
+                p.save_pending = true;
                 self.commands.push_back(Command::SaveEnergy {
-                    address: m.spec.address,
-                    state: m.energy.state(),
+                    address: p.address,
+                    state: p.energy.state(),
                 });
             }
         }
-        self.phase = Phase::Done;
+        self.stage = Stage::Done;
         self.commands.push_back(Command::Exit(reason));
     }
 
-    fn meter(&self, address: Address) -> Option<&Meter> {
-        self.meters.iter().find(|m| m.spec.address == address)
-    }
-
-    fn meter_mut(&mut self, address: Address) -> Option<&mut Meter> {
-        self.meters.iter_mut().find(|m| m.spec.address == address)
-    }
-
+    /// The published meter whose service is named by `address`.
     fn index_of(&self, address: Address) -> Option<usize> {
         self.meters.iter().position(|m| m.spec.address == address)
+    }
+
+    /// (meter, phase) of the Modbus meter at `address`.
+    fn locate(&self, address: Address) -> Option<(usize, usize)> {
+        self.targets
+            .iter()
+            .copied()
+            .find(|&(i, k)| self.meters[i].phases[k].address == address)
+    }
+
+    fn phase_mut(&mut self, address: Address) -> Option<&mut PhaseMeter> {
+        let (i, k) = self.locate(address)?;
+        Some(&mut self.meters[i].phases[k])
     }
 
     /// The lowest instance from 40 up not used by another of our meters in `role`.
@@ -646,9 +682,13 @@ impl MeterLine {
             serial: m.id.clone(),
             process_name: PROCESS_NAME,
             process_version: env!("CARGO_PKG_VERSION"),
+            phases: m.phases.len() as u8,
         };
         // A new service starts with everything invalid until its next reading.
-        m.presence = Presence::new(self.config.failures_to_vanish);
+        for p in &mut m.phases {
+            p.presence = Presence::new(self.config.failures_to_vanish);
+            p.fresh = None;
+        }
         self.commands.push_back(Command::StartService {
             address: m.spec.address,
             name: self.config.port.service_name(record.role.class(), address),
@@ -659,12 +699,12 @@ impl MeterLine {
     /// When the next request may go out: after the inter-frame silence, and
     /// between cycles at the next cycle's start. `None` when none will.
     fn next_request_at(&self) -> Option<Instant> {
-        let cycle = match self.phase {
-            Phase::Done => return None,
-            Phase::Running { cycle_start, index } if index >= self.meters.len() && self.retry_as_dc.is_none() => {
+        let cycle = match self.stage {
+            Stage::Done => return None,
+            Stage::Running { cycle_start, index } if index >= self.targets.len() && self.retry_as_dc.is_none() => {
                 Some(cycle_start + self.config.poll_interval)
             }
-            Phase::Probing { .. } | Phase::Running { .. } => None,
+            Stage::Probing { .. } | Stage::Running { .. } => None,
         };
         match (cycle, self.exchange.send_not_before()) {
             (Some(a), Some(b)) => Some(a.max(b)),
@@ -674,7 +714,7 @@ impl MeterLine {
 
     /// Issue what is due at `now`: the next request, energy saves, exits.
     fn advance(&mut self, now: Instant) {
-        if matches!(self.phase, Phase::Done) {
+        if matches!(self.stage, Stage::Done) {
             return;
         }
         self.save_due(now);
@@ -686,23 +726,23 @@ impl MeterLine {
             return;
         }
         loop {
-            match self.phase {
-                Phase::Done => return,
-                Phase::Probing { until, index, tries } => {
+            match self.stage {
+                Stage::Done => return,
+                Stage::Probing { until, index, tries } => {
                     let out_of_time = now >= until;
-                    if index >= self.meters.len() || out_of_time {
+                    if index >= self.targets.len() || out_of_time {
                         self.finish_probe(now, out_of_time);
                         continue;
                     }
                     if tries >= PROBE_TRIES {
-                        self.phase = Phase::Probing {
+                        self.stage = Stage::Probing {
                             until,
                             index: index + 1,
                             tries: 0,
                         };
                         continue;
                     }
-                    self.phase = Phase::Probing {
+                    self.stage = Stage::Probing {
                         until,
                         index,
                         tries: tries + 1,
@@ -710,8 +750,8 @@ impl MeterLine {
                     self.send(now, index, None);
                     return;
                 }
-                Phase::Running { cycle_start, index } => {
-                    if index < self.meters.len() {
+                Stage::Running { cycle_start, index } => {
+                    if index < self.targets.len() {
                         self.send(now, index, None);
                         return;
                     }
@@ -725,7 +765,7 @@ impl MeterLine {
                     } else {
                         now
                     };
-                    self.phase = Phase::Running {
+                    self.stage = Stage::Running {
                         cycle_start: start,
                         index: 0,
                     };
@@ -750,10 +790,10 @@ impl MeterLine {
             return;
         }
         for m in &self.meters {
-            if !m.presence.is_present() {
+            for p in m.phases.iter().filter(|p| !p.presence.is_present()) {
                 log::warn!(
                     "no answer from address {} on {} at start-up",
-                    m.spec.address,
+                    p.address,
                     self.config.place
                 );
             }
@@ -767,7 +807,7 @@ impl MeterLine {
             }
         }
         self.last_any_ok = now;
-        self.phase = Phase::Running {
+        self.stage = Stage::Running {
             cycle_start: now,
             index: 0,
         };
@@ -776,25 +816,29 @@ impl MeterLine {
     /// Send the read for meter `index`; `family` overrides what is known
     /// (the DC retry of an `auto` meter).
     fn send(&mut self, now: Instant, index: usize, family: Option<Family>) {
-        let m = &self.meters[index];
+        let (i, k) = self.targets[index];
+        let m = &self.meters[i];
         let family = family.or(m.family).unwrap_or(Family::Ac);
         let request = match family {
             Family::Ac => READ_AC,
             Family::Dc => READ_DC,
         };
-        let frame = self.exchange.start(now, m.spec.address, request);
-        self.in_flight = Some(InFlight {
-            address: m.spec.address,
-            family,
-        });
+        let address = m.phases[k].address;
+        let frame = self.exchange.start(now, address, request);
+        self.in_flight = Some(InFlight { address, family });
         self.commands.push_back(Command::Transmit(frame));
     }
 
     fn on_exchange_ended(&mut self, now: Instant, ended: Ended) {
         let Some(flight) = self.in_flight.take() else { return };
-        let Some(index) = self.index_of(flight.address) else {
+        let Some(index) = self
+            .targets
+            .iter()
+            .position(|&(i, k)| self.meters[i].phases[k].address == flight.address)
+        else {
             return;
         };
+        let (i, _) = self.targets[index];
         let outcome = match ended {
             Ended::Failed(e) => Outcome::Failed(PollFailure::of(&e)),
             Ended::Reply => match self.exchange.reply() {
@@ -806,7 +850,7 @@ impl MeterLine {
                 Ok(_) => Outcome::Failed(PollFailure::Garbled),
                 Err(e)
                     if flight.family == Family::Ac
-                        && self.meters[index].family.is_none()
+                        && self.meters[i].family.is_none()
                         && e.exception() == Some(ExceptionCode::IllegalDataAddress) =>
                 {
                     Outcome::NotAc
@@ -820,76 +864,103 @@ impl MeterLine {
             return;
         }
         self.on_outcome(now, index, outcome);
-        match &mut self.phase {
-            Phase::Probing { index: i, tries, .. } => {
-                if self.meters[index].presence.is_present() {
-                    *i += 1;
+        match &mut self.stage {
+            Stage::Probing { index: at, tries, .. } => {
+                let (i, k) = self.targets[index];
+                if self.meters[i].phases[k].presence.is_present() {
+                    *at += 1;
                     *tries = 0;
                 }
             }
-            Phase::Running { index: i, .. } => *i += 1,
-            Phase::Done => {}
+            Stage::Running { index: at, .. } => *at += 1,
+            Stage::Done => {}
         }
     }
 
     fn on_outcome(&mut self, now: Instant, index: usize, outcome: Outcome) {
-        let probing = matches!(self.phase, Phase::Probing { .. });
-        let m = &mut self.meters[index];
+        let probing = matches!(self.stage, Stage::Probing { .. });
+        let (i, k) = self.targets[index];
+        let m = &mut self.meters[i];
+        let grouped = m.phases.len() > 1;
+        let last_phase = k + 1 == m.phases.len();
+        let p = &mut m.phases[k];
         match outcome {
             Outcome::Reading(reading) => {
                 self.last_any_ok = now;
                 let family = reading.family();
                 let identified = m.family.is_none();
                 m.family = Some(family);
-                let appeared = m.presence.ok() == PresenceChange::Appeared;
-                if probing {
-                    if appeared {
+                let model = m.spec.model.resolve(m.family);
+                if p.presence.ok() == PresenceChange::Appeared {
+                    if probing {
                         self.answered_at_start += 1;
+                    }
+                    if grouped {
                         log::info!(
-                            "{} at address {} answers on {}",
-                            m.model(),
-                            m.spec.address,
+                            "phase L{} ({model}) at address {} answers on {}",
+                            k + 1,
+                            p.address,
                             self.config.place
                         );
+                    } else {
+                        log::info!("{model} at address {} answers on {}", p.address, self.config.place);
                     }
-                } else if appeared {
-                    log::info!("{} at address {} answers", m.model(), m.spec.address);
                 }
-                let max_step = m
+                let max_step = p
                     .last_ok
                     .map(|t| max_plausible_increase_wh(family, now.duration_since(t)));
-                m.last_ok = Some(now);
-                let (total_wh, event) = m.energy.update(reading.energy_wh(), max_step);
+                p.last_ok = Some(now);
+                let (total_wh, event) = p.energy.update(reading.energy_wh(), max_step);
                 if let Some(event) = event {
-                    log_energy_event(&m.id, event);
-                    if matches!(event, EnergyEvent::CounterDropped { .. }) && !m.save_pending {
-                        m.save_pending = true;
+                    log_energy_event(&p.id, event);
+                    if matches!(event, EnergyEvent::CounterDropped { .. }) && !p.save_pending {
+                        p.save_pending = true;
                         self.commands.push_back(Command::SaveEnergy {
-                            address: m.spec.address,
-                            state: m.energy.state(),
+                            address: p.address,
+                            state: p.energy.state(),
                         });
                     }
                 }
                 if identified && !probing {
-                    log::info!("{} at address {} identified", Model::generic(family), m.spec.address);
+                    log::info!("{} at address {} identified", Model::generic(family), p.address);
                     self.commands.push_back(Command::Register {
                         address: m.spec.address,
                         default_role: m.spec.role_for(family),
                         allowed: Role::allowed(family),
                     });
                 }
-                if !probing && m.record.is_some() {
-                    self.commands.push_back(Command::Publish {
+                if probing || m.record.is_none() {
+                    return;
+                }
+                match (grouped, reading) {
+                    (false, Reading::Ac(r)) => {
+                        let mut phases = [PhaseUpdate::Unchanged; 3];
+                        phases[0] = PhaseUpdate::Fresh {
+                            reading: r,
+                            energy_wh: total_wh,
+                        };
+                        self.commands.push_back(Command::Publish {
+                            address: m.spec.address,
+                            update: Update::Ac { phases, count: 1 },
+                        });
+                    }
+                    (false, Reading::Dc(r)) => self.commands.push_back(Command::Publish {
                         address: m.spec.address,
-                        reading,
-                        energy_kwh: total_wh as f64 / 1000.0,
-                    });
+                        update: Update::Dc {
+                            reading: r,
+                            energy_wh: total_wh,
+                        },
+                    }),
+                    (true, Reading::Ac(r)) => p.fresh = Some((r, total_wh)),
+                    (true, Reading::Dc(_)) => {
+                        log::warn!("address {} of an AC phase group answers as a DC meter", p.address);
+                    }
                 }
             }
-            Outcome::NotAc => {}
+            Outcome::NotAc => return,
             Outcome::Failed(why) => {
                 if probing {
-                    log::debug!("probe at {}: {why}", m.spec.address);
+                    log::debug!("probe at {}: {why}", p.address);
                     return;
                 }
                 // Silence is what failed polls show, not the time since the last answer.
@@ -903,33 +974,62 @@ impl MeterLine {
                     self.shutdown(now, ExitReason::NoMeter);
                     return;
                 }
-                let m = &mut self.meters[index];
-                if m.presence.failed() == PresenceChange::Vanished {
-                    log::warn!(
-                        "{} at address {} stopped answering ({why}); its values are invalid until it is back",
-                        m.model(),
-                        m.spec.address,
-                    );
-                    if m.record.is_some() {
-                        self.commands.push_back(Command::Invalidate {
-                            address: m.spec.address,
-                        });
+                let m = &mut self.meters[i];
+                let model = m.spec.model.resolve(m.family);
+                let p = &mut m.phases[k];
+                if p.presence.failed() == PresenceChange::Vanished {
+                    if grouped {
+                        log::warn!(
+                            "phase L{} ({model}) at address {} stopped answering ({why}): L{} and the totals are invalid until it is back",
+                            k + 1,
+                            p.address,
+                            k + 1
+                        );
+                    } else {
+                        log::warn!(
+                            "{model} at address {} stopped answering ({why}); its values are invalid until it is back",
+                            p.address,
+                        );
+                        if m.record.is_some() {
+                            self.commands.push_back(Command::Invalidate {
+                                address: m.spec.address,
+                            });
+                        }
                     }
                 }
             }
         }
+        let m = &mut self.meters[i];
+        if grouped && last_phase && m.record.is_some() {
+            // The whole group was read this cycle: one update with every phase.
+            let mut phases = [PhaseUpdate::Unchanged; 3];
+            for (slot, p) in phases.iter_mut().zip(&mut m.phases) {
+                *slot = match p.fresh.take() {
+                    Some((reading, energy_wh)) => PhaseUpdate::Fresh { reading, energy_wh },
+                    None if !p.presence.is_present() => PhaseUpdate::Absent,
+                    None => PhaseUpdate::Unchanged,
+                };
+            }
+            self.commands.push_back(Command::Publish {
+                address: m.spec.address,
+                update: Update::Ac {
+                    phases,
+                    count: m.phases.len() as u8,
+                },
+            });
+        }
     }
 
     fn save_due(&mut self, now: Instant) {
-        for m in &mut self.meters {
-            if !m.save_pending
-                && m.energy.state() != m.energy_saved
-                && now.duration_since(m.energy_saved_at) >= ENERGY_SAVE_EVERY
+        for p in self.meters.iter_mut().flat_map(|m| &mut m.phases) {
+            if !p.save_pending
+                && p.energy.state() != p.energy_saved
+                && now.duration_since(p.energy_saved_at) >= ENERGY_SAVE_EVERY
             {
-                m.save_pending = true;
+                p.save_pending = true;
                 self.commands.push_back(Command::SaveEnergy {
-                    address: m.spec.address,
-                    state: m.energy.state(),
+                    address: p.address,
+                    state: p.energy.state(),
                 });
             }
         }
@@ -961,11 +1061,11 @@ mod tests {
     const TURNAROUND: Duration = Duration::from_millis(30);
 
     fn spec(address: u8, model: &str, role: Option<Role>) -> MeterSpec {
-        MeterSpec {
-            address: Address::unit(u32::from(address)).unwrap(),
-            model: model.parse::<ModelChoice>().unwrap(),
+        MeterSpec::single(
+            Address::unit(u32::from(address)).unwrap(),
+            model.parse::<ModelChoice>().unwrap(),
             role,
-        }
+        )
     }
 
     fn addr(n: u8) -> Address {
@@ -1110,9 +1210,9 @@ mod tests {
             self.log
                 .iter()
                 .filter_map(|(t, c)| match c {
-                    Command::Publish {
-                        address, energy_kwh, ..
-                    } if *address == a => Some((*t, *energy_kwh)),
+                    Command::Publish { address, update } if *address == a => {
+                        Some((*t, energy_of(update)? as f64 / 1000.0))
+                    }
                     _ => None,
                 })
                 .collect()
@@ -1140,6 +1240,17 @@ mod tests {
                     _ => None,
                 })
                 .collect()
+        }
+    }
+
+    /// The energy total (Wh) an update publishes: L1's, or the DC meter's.
+    fn energy_of(update: &Update) -> Option<u64> {
+        match update {
+            Update::Ac { phases, .. } => match phases[0] {
+                PhaseUpdate::Fresh { energy_wh, .. } => Some(energy_wh),
+                _ => None,
+            },
+            Update::Dc { energy_wh, .. } => Some(*energy_wh),
         }
     }
 
@@ -1489,5 +1600,158 @@ mod tests {
         rig.line.handle_timeout(d - Duration::from_millis(1));
         assert_eq!(rig.line.poll_command(), None);
         assert_eq!(rig.log.len(), before);
+    }
+
+    fn grid_of_three() -> Rig {
+        let group = MeterSpec::parse("1+2+3:016:grid").unwrap();
+        Rig::new(
+            config(vec![group, spec(9, "017", None)]),
+            vec![
+                SimMeter::new(Model::Pzem016, 1),
+                SimMeter::new(Model::Pzem016, 2),
+                SimMeter::new(Model::Pzem016, 3),
+                SimMeter::new(Model::Pzem017, 9),
+            ],
+            true,
+        )
+    }
+
+    fn group_updates(rig: &Rig) -> Vec<(Instant, [PhaseUpdate; 3])> {
+        rig.log
+            .iter()
+            .filter_map(|(t, c)| match c {
+                Command::Publish {
+                    address,
+                    update: Update::Ac { phases, count: 3 },
+                } if *address == addr(1) => Some((*t, *phases)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_phase_group_is_one_service_published_once_per_cycle_with_every_phase() {
+        let mut rig = grid_of_three();
+        rig.run_for(SECOND / 2);
+        assert_eq!(
+            rig.services(),
+            vec![
+                ("com.victronenergy.grid.pzem_ttyTEST_1".into(), 40),
+                ("com.victronenergy.dcsource.pzem_ttyTEST_9".into(), 41)
+            ]
+        );
+        let started = rig.log.iter().find_map(|(_, c)| match c {
+            Command::StartService { identity, .. } if identity.role == Role::Grid => Some(identity.phases),
+            _ => None,
+        });
+        assert_eq!(started, Some(3));
+        rig.run_for(5 * SECOND);
+        let updates = group_updates(&rig);
+        assert!((5..=6).contains(&updates.len()), "{} updates in 5 s", updates.len());
+        assert!(
+            updates
+                .iter()
+                .all(|(_, p)| p.iter().all(|u| matches!(u, PhaseUpdate::Fresh { .. })))
+        );
+        // All three phases are read in one cycle, one right after the other.
+        let tx = rig.transmits();
+        let cycle: Vec<u8> = tx.iter().rev().take(4).rev().map(|t| t.1).collect();
+        assert_eq!(cycle, vec![1, 2, 3, 9]);
+        // Each phase has its own energy file.
+        assert_eq!(rig.line.meter_id(addr(2)), Some("pzem_ttyTEST_2"));
+        assert_eq!(
+            rig.line.addresses().collect::<Vec<_>>(),
+            vec![addr(1), addr(2), addr(3), addr(9)]
+        );
+    }
+
+    #[test]
+    fn a_silent_phase_is_absent_alone_and_comes_back() {
+        let mut rig = grid_of_three();
+        rig.run_for(3 * SECOND);
+        rig.bus.meter_mut(2).unwrap().silent = true;
+        let from = rig.now;
+        rig.run_for(5 * SECOND);
+        let after: Vec<[PhaseUpdate; 3]> = group_updates(&rig)
+            .into_iter()
+            .filter(|u| u.0 > from)
+            .map(|u| u.1)
+            .collect();
+        // Two missed polls keep L2 as it was, the third makes it absent; L1 and L3 stay fresh.
+        assert!(matches!(after[0][1], PhaseUpdate::Unchanged), "{:?}", after[0][1]);
+        assert!(matches!(after[1][1], PhaseUpdate::Unchanged));
+        assert!(after[2..].iter().all(|u| u[1] == PhaseUpdate::Absent), "{after:?}");
+        assert!(
+            after
+                .iter()
+                .all(|u| matches!((u[0], u[2]), (PhaseUpdate::Fresh { .. }, PhaseUpdate::Fresh { .. })))
+        );
+        assert_eq!(
+            rig.count(|c| matches!(c, Command::Invalidate { .. })),
+            0,
+            "the group stays"
+        );
+        rig.bus.meter_mut(2).unwrap().silent = false;
+        let back = rig.now;
+        rig.run_for(2 * SECOND);
+        let last = group_updates(&rig).into_iter().rfind(|u| u.0 > back).unwrap().1;
+        assert!(last.iter().all(|u| matches!(u, PhaseUpdate::Fresh { .. })));
+    }
+
+    #[test]
+    fn a_reset_of_one_phase_is_absorbed_and_saved_for_that_phase() {
+        let mut rig = grid_of_three();
+        rig.line.restore_energy(
+            addr(3),
+            EnergyState {
+                offset_wh: 0,
+                last_raw_wh: Some(7_000),
+            },
+        );
+        rig.bus.meter_mut(3).unwrap().set_energy_wh(7_001);
+        rig.run_for(3 * SECOND);
+        rig.bus.meter_mut(3).unwrap().set_energy_wh(0);
+        rig.run_for(3 * SECOND);
+        let saved: Vec<Address> = rig
+            .log
+            .iter()
+            .filter_map(|(_, c)| match c {
+                Command::SaveEnergy { address, .. } => Some(*address),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(saved, vec![addr(3)]);
+        let l3: Vec<u64> = group_updates(&rig)
+            .iter()
+            .filter_map(|u| match u.1[2] {
+                PhaseUpdate::Fresh { energy_wh, .. } => Some(energy_wh),
+                _ => None,
+            })
+            .collect();
+        assert!(
+            l3.windows(2).all(|w| w[1] >= w[0]) && *l3.last().unwrap() >= 7_001,
+            "{l3:?}"
+        );
+    }
+
+    #[test]
+    fn a_group_switches_role_as_one() {
+        let mut rig = grid_of_three();
+        rig.run_for(2 * SECOND);
+        assert_eq!(
+            rig.line.handle_write(rig.now, addr(2), "/Role", &"acload".into()),
+            WriteOutcome::Reject(SET_REJECTED),
+            "L2 names no service"
+        );
+        assert_eq!(
+            rig.line.handle_write(rig.now, addr(1), "/Role", &"acload".into()),
+            WriteOutcome::Accept
+        );
+        rig.run_for(2 * SECOND);
+        let (name, _) = rig.services().last().unwrap().clone();
+        assert_eq!(name, "com.victronenergy.acload.pzem_ttyTEST_1");
+        let t = rig.now;
+        rig.run_for(2 * SECOND);
+        assert!(group_updates(&rig).iter().any(|u| u.0 > t));
     }
 }

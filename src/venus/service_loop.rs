@@ -269,13 +269,9 @@ impl Edge<'_> {
                     self.shut(machine, ExitReason::LineGone);
                 }
             }
-            Command::Publish {
-                address,
-                reading,
-                energy_kwh,
-            } => {
+            Command::Publish { address, update } => {
                 if let Some(p) = self.published(address) {
-                    layout::publish(p.service.tree_mut(), &p.paths, &reading, energy_kwh);
+                    layout::publish(p.service.tree_mut(), &p.paths, &update);
                 }
                 self.flush(address, machine);
             }
@@ -443,9 +439,9 @@ impl Edge<'_> {
 /// The meters to use when none are configured: the factory address 1,
 /// probed as AC then DC, with the family's default role.
 pub fn default_meters() -> Vec<MeterSpec> {
-    vec![MeterSpec {
-        address: Address::FACTORY_DEFAULT,
-        model: crate::model::ModelChoice::Auto,
-        role: None,
-    }]
+    vec![MeterSpec::single(
+        Address::FACTORY_DEFAULT,
+        crate::model::ModelChoice::Auto,
+        None,
+    )]
 }
