@@ -1121,3 +1121,124 @@ fn modbus_tcp_gateway() {
     check_every_state_was_served(&rig.monitor, &sim, &genset, 3, "", 0);
     assert_eq!(p.try_exit(), None);
 }
+
+/// Values of `path` in a GetItems answer, as a number.
+fn num(items: &BTreeMap<String, Value>, path: &str) -> Option<f64> {
+    match items.get(path) {
+        Some(Value::Double(d)) => Some(*d),
+        _ => None,
+    }
+}
+
+#[test]
+fn three_single_phase_meters_as_one_three_phase_meter() {
+    let meters = [
+        (Model::Pzem016, 1),
+        (Model::Pzem016, 2),
+        (Model::Pzem016, 3),
+        (Model::Pzem017, 9),
+    ];
+    let (sim, tty) = pty(&meters, 21);
+    let mut rig = Rig::new(true);
+    let args = rig.args(&["-d", &tty], &["1+2+3:016:grid", "9:017:dcsource"], &[]);
+    let mut p = rig.start(BIN, "pzem", &args);
+    let (grid, dc) = (service_name("grid", &tty, 1), service_name("dcsource", &tty, 9));
+    rig.monitor.wait_connected(&grid, 10 * SECOND);
+    rig.monitor.wait_connected(&dc, 10 * SECOND);
+    rig.monitor.pump_for(Duration::from_millis(600));
+    let names = rig.monitor.client.list_services().unwrap();
+    for a in [2, 3] {
+        assert!(
+            !names.iter().any(|n| n.ends_with(&format!("_{a}"))),
+            "a service for address {a}: {names:?}"
+        );
+    }
+
+    // One service, three phases; the totals are the sums of what the phases publish.
+    let items = rig.monitor.client.get_items(&grid).unwrap();
+    assert_eq!(items["/NrOfPhases"], Value::Int(3));
+    let phase = |l: u8, leaf: &str| num(&items, &format!("/Ac/L{l}/{leaf}")).unwrap_or_else(|| panic!("L{l} {leaf}"));
+    let sum = |leaf: &str| (1..=3).map(|l| phase(l, leaf)).sum::<f64>();
+    assert!(
+        (num(&items, "/Ac/Power").unwrap() - sum("Power")).abs() < 1e-6,
+        "{items:?}"
+    );
+    assert!((num(&items, "/Ac/Energy/Forward").unwrap() - sum("Energy/Forward")).abs() < 1e-6);
+    // The meters started at 12.345, 24.690, 37.035 kWh: kWh, not Wh, and each phase its own.
+    assert!(
+        (sum("Energy/Forward") - 74.07).abs() < 0.05,
+        "{}",
+        sum("Energy/Forward")
+    );
+    let (p_total, s_total) = (1..=3).fold((0.0, 0.0), |(p, s), l| {
+        (p + phase(l, "Power"), s + phase(l, "Voltage") * phase(l, "Current"))
+    });
+    let pf = num(&items, "/Ac/PowerFactor").unwrap();
+    assert!(
+        (pf - (p_total / s_total).clamp(0.0, 1.0)).abs() < 1e-9,
+        "pf {pf}, P {p_total}, S {s_total}"
+    );
+    // Each phase shows a reading its own meter served (raw registers, independently converted).
+    for l in 1..=3u8 {
+        let shown = served(&sim, l).iter().any(|r| {
+            let Reading::Ac(r) = r else { return false };
+            (phase(l, "Voltage") - f64::from(r.voltage_dv) / 10.0).abs() < 1e-9
+                && (phase(l, "Power") - f64::from(r.power_dw) / 10.0).abs() < 1e-9
+        });
+        assert!(shown, "L{l} shows no reading meter {l} served");
+    }
+
+    // L2 goes silent: its paths and the totals become invalid, L1 and L3 stay valid.
+    sim.bus().meter_mut(2).unwrap().silent = true;
+    rig.monitor.until(5 * SECOND, "L2 and the totals invalidated", |m| {
+        m.get(&grid, "/Ac/L2/Power") == Some(&Value::Invalid) && m.get(&grid, "/Ac/Power") == Some(&Value::Invalid)
+    });
+    rig.monitor.pump_for(Duration::from_millis(500));
+    let items = rig.monitor.client.get_items(&grid).unwrap();
+    for leaf in ["Voltage", "Current", "Power", "PowerFactor", "Energy/Forward"] {
+        assert_eq!(items[&format!("/Ac/L2/{leaf}")], Value::Invalid, "L2 {leaf}");
+        assert!(num(&items, &format!("/Ac/L1/{leaf}")).is_some() && num(&items, &format!("/Ac/L3/{leaf}")).is_some());
+    }
+    for total in ["/Ac/Power", "/Ac/Energy/Forward", "/Ac/PowerFactor"] {
+        assert_eq!(items[total], Value::Invalid, "{total}");
+    }
+    assert!(num(&items, "/Ac/Frequency").is_some(), "the frequency is L1's");
+    assert_eq!(items["/Connected"], Value::Int(1));
+    assert!(p.log_text().contains("phase L2"), "{}", p.log_text());
+    // And back.
+    sim.bus().meter_mut(2).unwrap().silent = false;
+    rig.monitor.until(5 * SECOND, "totals back", |m| {
+        matches!(m.get(&grid, "/Ac/Power"), Some(Value::Double(_)))
+    });
+
+    // A reset of one phase's counter: its energy and the total never go back.
+    let before = num(&rig.monitor.client.get_items(&grid).unwrap(), "/Ac/Energy/Forward").unwrap();
+    sim.bus().meter_mut(3).unwrap().set_energy_wh(0);
+    rig.monitor.pump_for(2 * SECOND);
+    let energies: Vec<f64> = rig
+        .monitor
+        .items_changed(&grid)
+        .filter_map(|s| match &s.event {
+            Event::ItemsChanged { changes, .. } => changes
+                .iter()
+                .find(|(k, _)| k == "/Ac/Energy/Forward")
+                .and_then(|(_, v)| v.as_f64()),
+            _ => None,
+        })
+        .collect();
+    assert!(energies.windows(2).all(|w| w[1] >= w[0]), "{energies:?}");
+    assert!(*energies.last().unwrap() >= before);
+
+    // The group switches role as one meter.
+    assert_eq!(
+        rig.monitor.client.set_value(&grid, "/Role", &"acload".into()).unwrap(),
+        0
+    );
+    let acload = service_name("acload", &tty, 1);
+    rig.monitor.wait_connected(&acload, 5 * SECOND);
+    let items = rig.monitor.client.get_items(&acload).unwrap();
+    assert_eq!(items["/NrOfPhases"], Value::Int(3));
+    assert!(num(&items, "/Ac/L3/Power").is_some());
+    assert_eq!(p.try_exit(), None, "{}", p.log_text());
+    assert_eq!(p.terminate(), Some(0));
+}
