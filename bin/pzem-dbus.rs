@@ -1,5 +1,6 @@
 //! `pzem-dbus`: publish the PZEM meters on one line as Venus OS devices.
 
+use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,6 +10,7 @@ use getopts::Options;
 use pzem::Line;
 use pzem::dbus::Bus;
 use pzem::venus::config::{MeterSpec, check_unique, parse_config};
+use pzem::venus::discovery::{DEFAULT_RANGE, parse_range};
 use pzem::venus::meter_line::ExitReason;
 use pzem::venus::presence::DEFAULT_FAILURES;
 use pzem::venus::service_loop::{self, Config};
@@ -19,9 +21,14 @@ const DEFAULT_STATE_DIR: &str = "/data/var/lib/pzem-venus";
 const HELP_TAIL: &str = "\
 Meters: -m ADDR:MODEL:ROLE, repeatable. MODEL is one of 016 014 004t 017 003
 ac dc auto; ROLE is grid acload pvinverter genset evcharger heatpump (AC) or
-dcsource dcload dcsystem alternator (DC). Without -m, meters come from the
-config file (one ADDR MODEL ROLE per line, # comments), and without that the
-factory address 1 is probed as AC, then DC (roles grid / dcsource).
+dcsource dcload dcsystem alternator (DC). Two or three AC meters make one
+multi-phase meter with their addresses joined by + in phase order:
+-m 1+2+3:016:grid. Without -m, meters come from the config file (one
+ADDR MODEL ROLE per line, # comments). Without either, addresses 1-32
+(--discover FROM-TO) are scanned for AC and DC meters; those found are
+published (the first AC meter as grid, further ones as acload, DC meters as
+dcsource) and remembered for the port, so a meter silent at the next start
+is still published; --forget clears that memory.
 Once a meter is registered in localsettings, its role there (set in the GUI)
 wins over the configured one.
 
@@ -29,7 +36,9 @@ The bus: the D-Bus system bus (DBUS_SYSTEM_BUS_ADDRESS is honoured), or --dbus.
 
 Examples:
   pzem-dbus -d /dev/ttyUSB0 -m 1:016:grid -m 2:016:acload -m 3:017:dcsource
+  pzem-dbus -d /dev/ttyUSB0 -m 1+2+3:016:grid -m 9:017:dcsource
   pzem-dbus -d /dev/ttyUSB0 -c /data/conf/pzem.conf
+  pzem-dbus -d /dev/ttyUSB0 --discover 1-10
   pzem-dbus --tcp 192.168.1.50:502 --modbus-tcp -m 1:016:pvinverter
 ";
 
@@ -86,6 +95,17 @@ fn main() -> ExitCode {
         "exit after all meters were silent this long, 0 = never (default 60)",
         "S",
     );
+    opts.optopt(
+        "",
+        "discover",
+        "without -m or a config file, scan these addresses (default 1-32)",
+        "FROM-TO",
+    );
+    opts.optflag(
+        "",
+        "forget",
+        "forget the meters discovery remembers for the line, and exit",
+    );
     opts.optflag("v", "verbose", "log debug messages");
     opts.optflag("h", "help", "show this help");
     opts.optflag("V", "version", "show the version");
@@ -121,7 +141,7 @@ fn main() -> ExitCode {
         Ok(l) => l,
         Err(e) => return usage_error(&e),
     };
-    let meters = match meters(&matches) {
+    let (meters, discover) = match meters(&matches) {
         Ok(m) => m,
         Err(e) => return usage_error(&e),
     };
@@ -151,12 +171,31 @@ fn main() -> ExitCode {
             silent_exit: (silent_exit > 0).then(|| Duration::from_secs(silent_exit)),
             startup_budget: Duration::from_secs(4),
             failures_to_vanish: DEFAULT_FAILURES,
+            discover,
         })
     })();
     let config = match parsed {
         Ok(c) => c,
         Err(e) => return usage_error(&e),
     };
+    if matches.opt_present("forget") {
+        return match service_loop::forget(&config) {
+            Ok(gone) if gone.is_empty() => {
+                println!("pzem-dbus: nothing was remembered for {}", config.line.place());
+                ExitCode::SUCCESS
+            }
+            Ok(gone) => {
+                for m in gone {
+                    println!("forgot the {} meter at address {}", m.family, m.address);
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("pzem-dbus: cannot forget: {e}");
+                ExitCode::from(ExitReason::Usage.code())
+            }
+        };
+    }
     // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
     unsafe {
         libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
@@ -165,8 +204,19 @@ fn main() -> ExitCode {
     ExitCode::from(service_loop::run(&config, &STOP).code())
 }
 
-/// Meters from -m, else the config file, else the default probe.
-fn meters(matches: &getopts::Matches) -> Result<Vec<MeterSpec>, String> {
+/// Meters from -m, else the config file, else a scan of a range of addresses.
+fn meters(matches: &getopts::Matches) -> Result<(Vec<MeterSpec>, Option<RangeInclusive<u8>>), String> {
+    let discover = matches.opt_str("discover").map(|t| parse_range(&t)).transpose()?;
+    let configured = configured_meters(matches)?;
+    match (configured, discover) {
+        (Some(_), Some(_)) => Err("--discover scans when no meters are given: leave out -m and the config file".into()),
+        (Some(meters), None) => Ok((meters, None)),
+        (None, range) => Ok((Vec::new(), Some(range.unwrap_or(DEFAULT_RANGE)))),
+    }
+}
+
+/// Meters from -m, else the config file; `None` when neither names any.
+fn configured_meters(matches: &getopts::Matches) -> Result<Option<Vec<MeterSpec>>, String> {
     let flags = matches.opt_strs("m");
     if !flags.is_empty() {
         let mut specs: Vec<MeterSpec> = Vec::new();
@@ -175,7 +225,7 @@ fn meters(matches: &getopts::Matches) -> Result<Vec<MeterSpec>, String> {
             check_unique(&specs, &spec).map_err(|e| format!("-m {text}: {e}"))?;
             specs.push(spec);
         }
-        return Ok(specs);
+        return Ok(Some(specs));
     }
     let (path, explicit) = match matches.opt_str("c") {
         Some(p) => (p, true),
@@ -187,10 +237,10 @@ fn meters(matches: &getopts::Matches) -> Result<Vec<MeterSpec>, String> {
             if specs.is_empty() {
                 return Err(format!("{path}: no meters in it (one ADDR MODEL ROLE per line)"));
             }
-            Ok(specs)
+            Ok(Some(specs))
         }
         Err(e) if explicit => Err(format!("cannot read {path}: {e}")),
-        Err(_) => Ok(service_loop::default_meters()),
+        Err(_) => Ok(None),
     }
 }
 

@@ -217,6 +217,7 @@ fn the_meter_line_in_steady_state_allocates_nothing() {
         startup_budget: Duration::from_secs(4),
         failures_to_vanish: 3,
         silent_exit: None,
+        discovery: None,
     };
     let mut now = Instant::now();
     let mut bus = SimBus::new(meters.iter().map(|&(a, m)| SimMeter::new(m, a)).collect(), 5);

@@ -1242,3 +1242,119 @@ fn three_single_phase_meters_as_one_three_phase_meter() {
     assert_eq!(p.try_exit(), None, "{}", p.log_text());
     assert_eq!(p.terminate(), Some(0));
 }
+
+/// Waits until `name` has an owner on the bus (a new run's service, not a cached one).
+fn wait_owner(rig: &mut Rig, name: &str) {
+    let deadline = Instant::now() + 10 * SECOND;
+    while rig.monitor.client.name_owner(name).unwrap().is_none() {
+        assert!(Instant::now() < deadline, "{name} did not appear");
+        rig.monitor.pump_for(Duration::from_millis(50));
+    }
+}
+
+/// The discovery memory file of the line `tty` in the rig's state directory.
+fn memory_file(rig: &Rig, tty: &str) -> std::path::PathBuf {
+    let port = settings_id(tty, 1);
+    let port = port.strip_suffix("_1").unwrap();
+    rig.dir.path().join("energy").join(format!("{port}.discovered"))
+}
+
+#[test]
+fn discovery_publishes_meters_at_3_and_7_and_remembers_the_silent_one() {
+    let (sim, tty) = pty(&[(Model::Pzem016, 3), (Model::Pzem017, 7)], 22);
+    let mut rig = Rig::new(true);
+    let bare = rig.args(&["-d", &tty], &[], &[]);
+    let (grid, dc) = (service_name("grid", &tty, 3), service_name("dcsource", &tty, 7));
+    let mut p = rig.start(BIN, "scan1", &bare);
+    rig.monitor.wait_connected(&grid, 10 * SECOND);
+    rig.monitor.wait_connected(&dc, 10 * SECOND);
+    rig.monitor.pump_for(SECOND);
+    check_every_state_was_served(&rig.monitor, &sim, &grid, 3, "", 0);
+    check_every_state_was_served(&rig.monitor, &sim, &dc, 7, "/History/EnergyOut", 0);
+    assert!(memory_file(&rig, &tty).exists(), "{}", p.log_text());
+    assert_eq!(p.terminate(), Some(0));
+
+    // Next start: the DC meter is silent (say, its supply is off); it is still published.
+    sim.bus().meter_mut(7).unwrap().silent = true;
+    let mut p = rig.start(BIN, "scan2", &bare);
+    rig.monitor.wait_connected(&grid, 10 * SECOND);
+    wait_owner(&mut rig, &dc);
+    let items = rig.monitor.client.get_items(&dc).unwrap();
+    assert_eq!(items["/Connected"], Value::Int(0));
+    assert_eq!(items["/Dc/0/Power"], Value::Invalid);
+    assert_eq!(items["/History/EnergyOut"], Value::Invalid);
+    // It answers again: values come.
+    sim.bus().meter_mut(7).unwrap().silent = false;
+    rig.monitor.wait_connected(&dc, 10 * SECOND);
+    assert_eq!(p.terminate(), Some(0));
+
+    // --forget clears the memory of this line, and exits.
+    let mut forget = bare.clone();
+    forget.push("--forget".into());
+    let mut f = rig.start(BIN, "forget", &forget);
+    assert_eq!(f.wait_exit(5 * SECOND), Some(0), "{}", f.log_text());
+    assert!(
+        f.log_text().contains("forgot the DC meter at address 7"),
+        "{}",
+        f.log_text()
+    );
+    assert!(!memory_file(&rig, &tty).exists());
+    // Now a silent meter is not published any more.
+    sim.bus().meter_mut(7).unwrap().silent = true;
+    let mut p = rig.start(BIN, "scan3", &bare);
+    rig.monitor.wait_connected(&grid, 10 * SECOND);
+    rig.monitor.pump_for(SECOND);
+    assert!(
+        rig.monitor.client.name_owner(&dc).unwrap().is_none(),
+        "forgotten, silent, not published"
+    );
+    assert_eq!(p.terminate(), Some(0));
+}
+
+#[test]
+fn an_empty_bus_is_scanned_in_under_4_s_and_exits_1() {
+    // Real 9600-baud timing; nothing answers and nothing is remembered.
+    let sim = SimServer::pty(line(&[], 23), Pacing::real(pzem::StopBits::Two)).unwrap();
+    let tty = sim.path().unwrap().to_owned();
+    let rig = Rig::new(true);
+    let mut p = rig.start(BIN, "empty", &rig.args(&["-d", &tty], &[], &[]));
+    let code = p.wait_exit(10 * SECOND);
+    let took = p.started.elapsed();
+    assert_eq!(code, Some(1), "{}", p.log_text());
+    assert!(took < Duration::from_secs(4), "the scan of 1-32 took {took:?}");
+    assert!(p.log_text().contains("none is remembered"), "{}", p.log_text());
+    eprintln!("empty scan of 1-32 and exit: {took:?}");
+}
+
+#[test]
+fn a_meter_silent_for_30_days_is_forgotten() {
+    use pzem::venus::discovery::Memory;
+    let (_sim, tty) = pty(&[(Model::Pzem016, 3)], 24);
+    let mut rig = Rig::new(true);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let mut memory = Memory::default();
+    memory.seen(pzem::Address::unit(5).unwrap(), pzem::Family::Ac, now - 31 * 86_400);
+    memory.seen(pzem::Address::unit(6).unwrap(), pzem::Family::Dc, now - 29 * 86_400);
+    let file = memory_file(&rig, &tty);
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    std::fs::write(&file, memory.to_text()).unwrap();
+    let mut p = rig.start(BIN, "old", &rig.args(&["-d", &tty, "--discover", "1-4"], &[], &[]));
+    rig.monitor.wait_connected(&service_name("grid", &tty, 3), 10 * SECOND);
+    wait_owner(&mut rig, &service_name("dcsource", &tty, 6));
+    let log = p.log_text();
+    assert!(log.contains("forgetting the AC meter at address 5"), "{log}");
+    assert!(
+        rig.monitor
+            .client
+            .name_owner(&service_name("acload", &tty, 5))
+            .unwrap()
+            .is_none()
+    );
+    let kept = Memory::parse(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let kept: Vec<u8> = kept.meters().iter().map(|m| m.address.get()).collect();
+    assert_eq!(kept, vec![3, 6], "5 forgotten, 3 found, 6 still remembered");
+    assert_eq!(p.terminate(), Some(0));
+}

@@ -36,7 +36,7 @@ use crate::energy::{EnergyEvent, EnergyState, MonotonicEnergy, max_plausible_inc
 use crate::error::Error;
 use crate::exchange::{Ended, Exchange, Framing};
 use crate::frame::{ExceptionCode, Reply, Request, RequestFrame};
-use crate::model::{Family, Model};
+use crate::model::{Family, Model, ModelChoice};
 use crate::{AcReading, DcReading, Reading, ac, dc};
 
 use super::config::MeterSpec;
@@ -52,8 +52,11 @@ pub const PROCESS_NAME: &str = "pzem-dbus";
 /// How often changed energy state is written to flash at most.
 pub const ENERGY_SAVE_EVERY: Duration = Duration::from_secs(600);
 
-/// Tries per meter at start-up.
+/// Tries per meter at start-up (one when scanning a range).
 const PROBE_TRIES: u8 = 2;
+
+/// How often a discovered meter that keeps answering is remembered anew.
+const SEEN_EVERY: Duration = Duration::from_secs(24 * 3600);
 
 /// Why pzem-dbus stopped; the process exit code. The one home of the codes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -175,6 +178,14 @@ pub enum Command {
         /// What to persist.
         state: EnergyState,
     },
+    /// A discovered meter answered: remember it (with the wall-clock time).
+    /// Issued when it first answers, then at most once a day.
+    Seen {
+        /// The meter.
+        address: Address,
+        /// What it is.
+        family: Family,
+    },
     /// Stop: every command before this one has been issued.
     Exit(ExitReason),
 }
@@ -209,6 +220,19 @@ pub struct LineConfig {
     pub failures_to_vanish: u32,
     /// Exit when every meter has been silent this long (`None`: never).
     pub silent_exit: Option<Duration>,
+    /// Scanning for meters instead of configured ones: `meters` are the
+    /// addresses to scan (`auto`), and only those that answer, or that an
+    /// earlier scan remembered, are published.
+    pub discovery: Option<Discovery>,
+}
+
+/// What a discovering machine needs besides the addresses to scan.
+#[derive(Clone, Debug, Default)]
+pub struct Discovery {
+    /// Meters earlier scans found: published even when silent now.
+    pub remembered: Vec<(Address, Family)>,
+    /// The reply timeout while scanning.
+    pub scan_timeout: Duration,
 }
 
 /// One published meter: a single meter, or a group of phase meters.
@@ -235,6 +259,8 @@ struct PhaseMeter {
     last_ok: Option<Instant>,
     /// Its reading in the current cycle (groups publish all phases at once).
     fresh: Option<(AcReading, u64)>,
+    /// When a discovered meter was last reported as seen.
+    seen_reported: Option<Instant>,
 }
 
 impl Meter {
@@ -343,9 +369,23 @@ impl MeterLine {
             save_pending: false,
             last_ok: None,
             fresh: None,
+            seen_reported: None,
         };
-        let meters: Vec<Meter> = config
-            .meters
+        let mut specs = config.meters.clone();
+        let mut startup_budget = config.startup_budget;
+        if let Some(discovery) = &config.discovery {
+            // Remembered meters are scanned too, wherever they are.
+            for &(address, _) in &discovery.remembered {
+                if !specs.iter().any(|s| s.address == address) {
+                    specs.push(MeterSpec::single(address, ModelChoice::Auto, None));
+                }
+            }
+            specs.sort_by_key(|s| s.address);
+            // One request per address, its timeout and the silence; DC meters take two.
+            let per_address = discovery.scan_timeout + Duration::from_millis(60);
+            startup_budget = startup_budget.max(per_address * specs.len() as u32);
+        }
+        let meters: Vec<Meter> = specs
             .iter()
             .map(|spec| Meter {
                 spec: *spec,
@@ -360,10 +400,11 @@ impl MeterLine {
             .enumerate()
             .flat_map(|(i, m)| (0..m.phases.len()).map(move |k| (i, k)))
             .collect();
+        let timeout = config.discovery.as_ref().map_or(config.timeout, |d| d.scan_timeout);
         let mut line = MeterLine {
-            exchange: Exchange::new(config.framing, config.timeout),
+            exchange: Exchange::new(config.framing, timeout),
             stage: Stage::Probing {
-                until: now + config.startup_budget,
+                until: now + startup_budget,
                 index: 0,
                 tries: 0,
             },
@@ -734,7 +775,12 @@ impl MeterLine {
                         self.finish_probe(now, out_of_time);
                         continue;
                     }
-                    if tries >= PROBE_TRIES {
+                    let max_tries = if self.config.discovery.is_some() {
+                        1
+                    } else {
+                        PROBE_TRIES
+                    };
+                    if tries >= max_tries {
                         self.stage = Stage::Probing {
                             until,
                             index: index + 1,
@@ -778,7 +824,20 @@ impl MeterLine {
         if out_of_time {
             log::warn!("the start-up probe ran out of time");
         }
-        if self.answered_at_start == 0 {
+        if let Some(discovery) = self.config.discovery.take() {
+            self.keep_discovered(&discovery);
+            self.exchange.set_timeout(self.config.timeout);
+            self.config.discovery = Some(discovery);
+            if self.meters.is_empty() {
+                log::error!(
+                    "no PZEM meter answered a scan of {} and none is remembered; exiting so serial-starter can \
+                     try other drivers. Check wiring (A/B), termination, addresses and that AC meters have mains.",
+                    self.config.place
+                );
+                self.shutdown(now, ExitReason::NoMeter);
+                return;
+            }
+        } else if self.answered_at_start == 0 {
             let addresses: Vec<String> = self.meters.iter().map(|m| m.spec.address.to_string()).collect();
             log::error!(
                 "no PZEM meter answered on {} (addresses {}); exiting so serial-starter can try other drivers. \
@@ -811,6 +870,63 @@ impl MeterLine {
             cycle_start: now,
             index: 0,
         };
+    }
+
+    /// After a scan: keep the meters that answered and the remembered ones
+    /// (of the family remembered), drop the rest, and give default roles:
+    /// the first AC meter `grid`, the next ones `acload`, DC meters `dcsource`.
+    fn keep_discovered(&mut self, discovery: &Discovery) {
+        let remembered = |a: Address| discovery.remembered.iter().find(|r| r.0 == a).map(|r| r.1);
+        self.meters.retain_mut(|m| {
+            if m.phases[0].presence.is_present() {
+                return true;
+            }
+            let Some(family) = remembered(m.spec.address) else {
+                return false;
+            };
+            log::info!(
+                "{} at address {} is remembered from an earlier scan: published, invalid until it answers",
+                Model::generic(family),
+                m.spec.address
+            );
+            m.family = Some(family);
+            true
+        });
+        self.meters.sort_by_key(|m| m.spec.address);
+        let mut first_ac = true;
+        for m in &mut self.meters {
+            if m.spec.role.is_none() {
+                m.spec.role = Some(match m.family {
+                    Some(Family::Ac) if first_ac => Role::Grid,
+                    Some(Family::Ac) => Role::AcLoad,
+                    _ => Role::DcSource,
+                });
+            }
+            first_ac &= m.family != Some(Family::Ac);
+        }
+        self.targets = self
+            .meters
+            .iter()
+            .enumerate()
+            .flat_map(|(i, m)| (0..m.phases.len()).map(move |k| (i, k)))
+            .collect();
+        let found: Vec<String> = self
+            .meters
+            .iter()
+            .map(|m| {
+                format!(
+                    "{} at {}",
+                    Model::generic(m.family.unwrap_or(Family::Ac)),
+                    m.spec.address
+                )
+            })
+            .collect();
+        let found = if found.is_empty() {
+            "nothing".to_owned()
+        } else {
+            found.join(", ")
+        };
+        log::info!("scan of {}: {found}", self.config.place);
     }
 
     /// Send the read for meter `index`; `family` overrides what is known
@@ -905,6 +1021,15 @@ impl MeterLine {
                     } else {
                         log::info!("{model} at address {} answers on {}", p.address, self.config.place);
                     }
+                }
+                if self.config.discovery.is_some()
+                    && p.seen_reported.is_none_or(|t| now.duration_since(t) >= SEEN_EVERY)
+                {
+                    p.seen_reported = Some(now);
+                    self.commands.push_back(Command::Seen {
+                        address: p.address,
+                        family,
+                    });
                 }
                 let max_step = p
                     .last_ok
@@ -1083,6 +1208,7 @@ mod tests {
             startup_budget: Duration::from_secs(4),
             failures_to_vanish: 3,
             silent_exit: Some(Duration::from_secs(60)),
+            discovery: None,
         }
     }
 
@@ -1753,5 +1879,102 @@ mod tests {
         let t = rig.now;
         rig.run_for(2 * SECOND);
         assert!(group_updates(&rig).iter().any(|u| u.0 > t));
+    }
+
+    fn scan(range: std::ops::RangeInclusive<u8>, remembered: Vec<(Address, Family)>, sims: Vec<SimMeter>) -> Rig {
+        let mut cfg = config(range.map(|a| spec(a, "auto", None)).collect());
+        cfg.discovery = Some(Discovery {
+            remembered,
+            scan_timeout: Duration::from_millis(100),
+        });
+        Rig::new(cfg, sims, true)
+    }
+
+    #[test]
+    fn a_scan_publishes_what_answers_with_default_roles_and_remembers_it() {
+        let mut rig = scan(
+            1..=10,
+            vec![],
+            vec![
+                SimMeter::new(Model::Pzem016, 3),
+                SimMeter::new(Model::Pzem017, 7),
+                SimMeter::new(Model::Pzem016, 9),
+            ],
+        );
+        rig.run_for(3 * SECOND);
+        assert_eq!(
+            rig.services().iter().map(|s| s.0.as_str()).collect::<Vec<_>>(),
+            vec![
+                "com.victronenergy.grid.pzem_ttyTEST_3",
+                "com.victronenergy.dcsource.pzem_ttyTEST_7",
+                "com.victronenergy.acload.pzem_ttyTEST_9"
+            ]
+        );
+        let seen: Vec<(Address, Family)> = rig
+            .log
+            .iter()
+            .filter_map(|(_, c)| match c {
+                Command::Seen { address, family } => Some((*address, *family)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            vec![(addr(3), Family::Ac), (addr(7), Family::Dc), (addr(9), Family::Ac)],
+            "once each"
+        );
+        // After the scan only the meters found are polled, with the normal timeout.
+        let t = rig.now;
+        rig.run_for(3 * SECOND);
+        let polled: std::collections::BTreeSet<u8> = rig.transmits().iter().filter(|x| x.0 > t).map(|x| x.1).collect();
+        assert_eq!(polled.into_iter().collect::<Vec<_>>(), vec![3, 7, 9]);
+        assert_eq!(rig.exited(), None);
+    }
+
+    #[test]
+    fn an_empty_scan_of_32_addresses_exits_within_4_s() {
+        let mut rig = scan(1..=32, vec![], vec![]);
+        rig.run_for(10 * SECOND);
+        assert_eq!(rig.exited(), Some(ExitReason::NoMeter));
+        let took = rig.log.last().unwrap().0 - rig.log[0].0;
+        assert!(took < Duration::from_secs(4), "{took:?}");
+        assert_eq!(rig.transmits().len(), 32, "one read per address");
+    }
+
+    #[test]
+    fn a_remembered_meter_is_published_while_silent_and_answers_later() {
+        let mut rig = scan(
+            1..=8,
+            vec![(addr(7), Family::Dc), (addr(20), Family::Ac)],
+            vec![SimMeter::new(Model::Pzem016, 3)],
+        );
+        rig.bus.meters.push({
+            let mut m = SimMeter::new(Model::Pzem017, 7);
+            m.silent = true;
+            m
+        });
+        rig.run_for(3 * SECOND);
+        let names: Vec<String> = rig.services().into_iter().map(|s| s.0).collect();
+        assert_eq!(
+            names,
+            vec![
+                "com.victronenergy.grid.pzem_ttyTEST_3",
+                "com.victronenergy.dcsource.pzem_ttyTEST_7",
+                "com.victronenergy.acload.pzem_ttyTEST_20"
+            ],
+            "remembered ones outside the range are scanned too"
+        );
+        assert!(rig.published(addr(7)).is_empty());
+        rig.bus.meter_mut(7).unwrap().silent = false;
+        rig.run_for(3 * SECOND);
+        assert!(!rig.published(addr(7)).is_empty());
+        assert!(
+            rig.count(|c| *c
+                == Command::Seen {
+                    address: addr(7),
+                    family: Family::Dc
+                })
+                == 1
+        );
     }
 }

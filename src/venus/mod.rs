@@ -12,6 +12,7 @@
 //! records in localsettings and `energy_store` files.
 
 pub mod config;
+pub mod discovery;
 #[cfg(feature = "dbus")]
 pub mod energy_store;
 #[cfg(feature = "dbus")]

@@ -10,20 +10,22 @@
 //! [`layout`], localsettings called, state files saved.
 
 use std::ops::ControlFlow;
+use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::address::Address;
 use crate::dbus::{Bus, Event, Service, Value, Watchable};
 use crate::line::{Line, LineStream};
-use crate::model::StopBits;
+use crate::model::{ModelChoice, StopBits};
 use crate::poll_set::PollSet;
 
 use super::config::MeterSpec;
+use super::discovery::{self, Memory, Remembered};
 use super::energy_store;
 use super::layout::{self, MeterPaths};
-use super::meter_line::{ClassStored, Command, ExitReason, LineConfig, MeterLine};
+use super::meter_line::{ClassStored, Command, Discovery, ExitReason, LineConfig, MeterLine};
 use super::naming::PortId;
 use super::settings::{ClassAndInstance, PREFERRED_INSTANCE, SettingChange, SettingsLink};
 
@@ -50,6 +52,52 @@ pub struct Config {
     pub startup_budget: Duration,
     /// Failed polls in a row before a meter's values are invalidated.
     pub failures_to_vanish: u32,
+    /// Scan these addresses instead of `meters` (discovery that remembers).
+    pub discover: Option<RangeInclusive<u8>>,
+}
+
+/// Where the meters found on a line are remembered.
+pub fn memory_path(config: &Config) -> PathBuf {
+    config
+        .state_dir
+        .join(format!("pzem_{}.discovered", port_id(&config.line).stable))
+}
+
+/// `--forget`: clear what discovery remembers for the line; returns the
+/// meters that were remembered.
+pub fn forget(config: &Config) -> std::io::Result<Vec<Remembered>> {
+    let path = memory_path(config);
+    let loaded = crate::state_file::load(&path, Memory::parse);
+    let meters = loaded.value.map(|m| m.meters().to_vec()).unwrap_or_default();
+    for suffix in ["", ".bak", ".tmp"] {
+        match std::fs::remove_file(crate::state_file::with_suffix(&path, suffix)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+    }
+    Ok(meters)
+}
+
+/// The remembered meters of the line, without those silent for too long.
+fn recall(path: &std::path::Path) -> Memory {
+    let loaded = crate::state_file::load(path, Memory::parse);
+    for note in &loaded.notes {
+        log::warn!("discovery memory: {note}");
+    }
+    let mut memory = loaded.value.unwrap_or_default();
+    for gone in memory.forget_stale(unix_now()) {
+        log::warn!(
+            "forgetting the {} meter at address {}: it has not answered for {} days",
+            gone.family,
+            gone.address,
+            discovery::FORGET_AFTER.as_secs() / 86_400
+        );
+    }
+    memory
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// The identity of the line, for names and ids.
@@ -64,7 +112,26 @@ pub fn port_id(line: &Line) -> PortId {
 /// Run until stopped (`stop` set by a signal handler); returns why it stopped.
 pub fn run(config: &Config, stop: &AtomicBool) -> ExitReason {
     let place = config.line.place();
-    let stop_bits = StopBits::for_choices(config.meters.iter().map(|m| m.model));
+    // Discovery: scan the range and whatever is remembered, for AC and DC meters.
+    let memory_file = memory_path(config);
+    let memory = config.discover.as_ref().map(|_| recall(&memory_file));
+    let (meters, discovery) = match (&config.discover, &memory) {
+        (Some(range), Some(memory)) => {
+            let meters = range
+                .clone()
+                .filter_map(|a| Address::unit(u32::from(a)).ok())
+                .map(|a| MeterSpec::single(a, ModelChoice::Auto, None))
+                .collect();
+            let remembered = memory.meters().iter().map(|m| (m.address, m.family)).collect();
+            let discovery = Discovery {
+                remembered,
+                scan_timeout: discovery::SCAN_TIMEOUT,
+            };
+            (meters, Some(discovery))
+        }
+        _ => (config.meters.clone(), None),
+    };
+    let stop_bits = StopBits::for_choices(meters.iter().map(|m| m.model));
     let (stream, framing) = match config.line.open_stream(stop_bits) {
         Ok(s) => s,
         Err(e) => {
@@ -80,7 +147,7 @@ pub fn run(config: &Config, stop: &AtomicBool) -> ExitReason {
     let mut machine = MeterLine::new(
         LineConfig {
             place: place.to_owned(),
-            meters: config.meters.clone(),
+            meters,
             port: port_id(&config.line),
             framing,
             timeout: config.timeout,
@@ -88,6 +155,7 @@ pub fn run(config: &Config, stop: &AtomicBool) -> ExitReason {
             startup_budget: config.startup_budget,
             failures_to_vanish: config.failures_to_vanish,
             silent_exit: config.silent_exit,
+            discovery,
         },
         now,
     );
@@ -120,6 +188,7 @@ pub fn run(config: &Config, stop: &AtomicBool) -> ExitReason {
         events: Vec::new(),
         changes: Vec::new(),
         stopping: false,
+        memory: memory.map(|m| (memory_file, m)),
     };
     edge.run(&mut machine, stop)
 }
@@ -156,6 +225,8 @@ struct Edge<'c> {
     changes: Vec<SettingChange>,
     /// Shutting down: only saves and the exit are still carried out.
     stopping: bool,
+    /// Discovery's memory of the line and its file.
+    memory: Option<(PathBuf, Memory)>,
     next_key: u64,
 }
 
@@ -260,6 +331,14 @@ impl Edge<'_> {
                         );
                         machine.handle_energy_save_failed(now, address);
                     }
+                }
+            }
+            Command::Seen { address, family } => {
+                if let Some((path, memory)) = &mut self.memory
+                    && memory.seen(address, family, unix_now())
+                    && let Err(e) = crate::state_file::save(path, &memory.to_text())
+                {
+                    log::warn!("cannot save the discovery memory in {}: {e}", path.display());
                 }
             }
             _ if self.stopping => {}
@@ -434,14 +513,4 @@ impl Edge<'_> {
             _ => None,
         }
     }
-}
-
-/// The meters to use when none are configured: the factory address 1,
-/// probed as AC then DC, with the family's default role.
-pub fn default_meters() -> Vec<MeterSpec> {
-    vec![MeterSpec::single(
-        Address::FACTORY_DEFAULT,
-        crate::model::ModelChoice::Auto,
-        None,
-    )]
 }
