@@ -132,6 +132,29 @@ impl Writer<'_> {
     }
 }
 
+/// The fixed header of `ItemsChanged` (body length and serial left 0), padded
+/// to the body: written once per thread and copied after.
+fn write_header(w: &mut Writer<'_>) {
+    thread_local! {
+        static HEADER: Vec<u8> = {
+            let mut buf = Vec::with_capacity(128);
+            let mut h = Writer { buf: &mut buf };
+            h.buf.extend_from_slice(&[b'l', SIGNAL, 0, 1]);
+            h.u32(0); // body length, patched by the caller
+            h.u32(0); // serial, patched by the caller
+            let fields = h.begin_array(8);
+            h.field(FIELD_PATH, "o", "/");
+            h.field(FIELD_INTERFACE, "s", super::wire::BUSITEM);
+            h.field(FIELD_MEMBER, "s", "ItemsChanged");
+            h.field(FIELD_SIGNATURE, "g", "a{sa{sv}}");
+            h.end_array(fields);
+            h.pad(8);
+            buf
+        };
+    }
+    HEADER.with(|h| w.buf.extend_from_slice(h));
+}
+
 /// Writes into `buf` (cleared first) the complete `ItemsChanged` signal on
 /// `/` for `ids` of `tree` (absolute keys, each with `Value` and `Text`),
 /// with serial number `serial` (not 0). `text` is scratch space for the
@@ -145,16 +168,8 @@ pub fn items_changed(
 ) {
     buf.clear();
     let mut w = Writer { buf };
-    w.buf.extend_from_slice(&[b'l', SIGNAL, 0, 1]);
-    w.u32(0); // body length, patched below
-    w.u32(serial);
-    let fields = w.begin_array(8);
-    w.field(FIELD_PATH, "o", "/");
-    w.field(FIELD_INTERFACE, "s", super::wire::BUSITEM);
-    w.field(FIELD_MEMBER, "s", "ItemsChanged");
-    w.field(FIELD_SIGNATURE, "g", "a{sa{sv}}");
-    w.end_array(fields);
-    w.pad(8);
+    write_header(&mut w);
+    w.buf[8..12].copy_from_slice(&serial.to_le_bytes());
     let body = w.buf.len();
     let items = w.begin_array(8);
     for id in ids {

@@ -56,8 +56,9 @@ fn push_u64(out: &mut String, mut n: u64) {
             break;
         }
     }
-    // Only ASCII digits were written.
-    out.push_str(std::str::from_utf8(&buf[i..]).unwrap_or("0"));
+    for &digit in &buf[i..] {
+        out.push(char::from(digit));
+    }
 }
 
 /// The text of an invalid value, as velib and veutil show it.
