@@ -4,41 +4,41 @@ use crate::model::Model;
 use crate::reading::Reading;
 
 use super::PROGRAM;
-use super::json_writer::Value;
+use super::json_writer::JsonValue;
 use super::report::{
     Change, ChangeReport, Field, FieldValue, MeterReport, Report, ScanReport, parameter_fields, reading_fields,
 };
 
-fn field_value(f: &Field) -> Value {
+fn field_value(f: &Field) -> JsonValue {
     match f.value {
-        FieldValue::Fixed { raw, places } => Value::fixed(raw, places),
-        FieldValue::Flag(on) => Value::Bool(on),
-        FieldValue::Missing(_) => Value::Null,
+        FieldValue::Fixed { raw, places } => JsonValue::fixed(raw, places),
+        FieldValue::Flag(on) => JsonValue::Bool(on),
+        FieldValue::Missing(_) => JsonValue::Null,
     }
 }
 
-fn fields(list: Vec<Field>) -> Value {
-    Value::object(list.iter().map(|f| (f.key, field_value(f))))
+fn fields(list: Vec<Field>) -> JsonValue {
+    JsonValue::object(list.iter().map(|f| (f.key, field_value(f))))
 }
 
-fn model(m: Model) -> Value {
+fn model(m: Model) -> JsonValue {
     match m {
-        Model::GenericAc | Model::GenericDc => Value::Null,
-        m => Value::string(m.product_name()),
+        Model::GenericAc | Model::GenericDc => JsonValue::Null,
+        m => JsonValue::string(m.product_name()),
     }
 }
 
-fn reading(r: &Reading) -> Value {
+fn reading(r: &Reading) -> JsonValue {
     fields(reading_fields(r))
 }
 
 /// One meter as a JSON object.
-pub fn meter(m: &MeterReport) -> Value {
-    Value::object([
-        ("queried_address", Value::int(m.queried.get())),
-        ("general_address", Value::Bool(m.queried.is_general())),
-        ("address", Value::int(m.stored_address())),
-        ("family", Value::string(m.family().name())),
+pub fn meter(m: &MeterReport) -> JsonValue {
+    JsonValue::object([
+        ("queried_address", JsonValue::int(m.queried.get())),
+        ("general_address", JsonValue::Bool(m.queried.is_general())),
+        ("address", JsonValue::int(m.stored_address())),
+        ("family", JsonValue::string(m.family().name())),
         ("model", model(m.model)),
         ("reading", reading(&m.reading)),
         ("parameters", fields(parameter_fields(&m.parameters))),
@@ -46,21 +46,21 @@ pub fn meter(m: &MeterReport) -> Value {
 }
 
 /// A scan as a JSON object.
-pub fn scan(s: &ScanReport) -> Value {
+pub fn scan(s: &ScanReport) -> JsonValue {
     let elapsed_ms = u64::try_from(s.elapsed.as_millis()).unwrap_or(u64::MAX);
-    Value::object([
-        ("from", Value::int(s.from)),
-        ("to", Value::int(s.to)),
-        ("elapsed_s", Value::fixed(elapsed_ms, 3)),
+    JsonValue::object([
+        ("from", JsonValue::int(s.from)),
+        ("to", JsonValue::int(s.to)),
+        ("elapsed_s", JsonValue::fixed(elapsed_ms, 3)),
         (
             "meters",
-            Value::Array(
+            JsonValue::Array(
                 s.found
                     .iter()
                     .map(|h| {
-                        Value::object([
-                            ("address", Value::int(h.address.get())),
-                            ("family", Value::string(h.reading.family().name())),
+                        JsonValue::object([
+                            ("address", JsonValue::int(h.address.get())),
+                            ("family", JsonValue::string(h.reading.family().name())),
                             ("model", model(h.model)),
                             ("reading", reading(&h.reading)),
                         ])
@@ -70,14 +70,14 @@ pub fn scan(s: &ScanReport) -> Value {
         ),
         (
             "problems",
-            Value::Array(
+            JsonValue::Array(
                 s.issues
                     .iter()
                     .map(|i| {
-                        Value::object([
-                            ("address", Value::int(i.address.get())),
-                            ("garbled", Value::Bool(i.garbled)),
-                            ("problem", Value::string(i.problem.clone())),
+                        JsonValue::object([
+                            ("address", JsonValue::int(i.address.get())),
+                            ("garbled", JsonValue::Bool(i.garbled)),
+                            ("problem", JsonValue::string(i.problem.clone())),
                         ])
                     })
                     .collect(),
@@ -87,58 +87,58 @@ pub fn scan(s: &ScanReport) -> Value {
 }
 
 /// A confirmed change as a JSON object.
-pub fn change(c: &ChangeReport) -> Value {
-    let mut what: Vec<(String, Value)> = Vec::new();
+pub fn change(c: &ChangeReport) -> JsonValue {
+    let mut what: Vec<(String, JsonValue)> = Vec::new();
     for (before, after) in c.change.fields() {
         what.push((format!("{}_before", before.key), field_value(&before)));
         what.push((format!("{}_after", after.key), field_value(&after)));
     }
     if let Change::Address { written, .. } = c.change {
-        what.push(("written".into(), Value::Bool(written)));
+        what.push(("written".into(), JsonValue::Bool(written)));
     }
-    Value::object([
-        ("confirmed", Value::Bool(true)),
-        ("change", Value::Object(what)),
+    JsonValue::object([
+        ("confirmed", JsonValue::Bool(true)),
+        ("change", JsonValue::Object(what)),
         ("meter", meter(&c.meter)),
     ])
 }
 
-fn header(action: &str, device: &str) -> Vec<(String, Value)> {
+fn header(action: &str, device: &str) -> Vec<(String, JsonValue)> {
     vec![
-        ("tool".into(), Value::string(PROGRAM)),
-        ("version".into(), Value::string(env!("CARGO_PKG_VERSION"))),
-        ("action".into(), Value::string(action)),
-        ("device".into(), Value::string(device)),
+        ("tool".into(), JsonValue::string(PROGRAM)),
+        ("version".into(), JsonValue::string(env!("CARGO_PKG_VERSION"))),
+        ("action".into(), JsonValue::string(action)),
+        ("device".into(), JsonValue::string(device)),
     ]
 }
 
 /// The whole document for a successful run on `device`.
-pub fn document(report: &Report, device: &str) -> Value {
+pub fn document(report: &Report, device: &str) -> JsonValue {
     let mut doc = header(report.action(), device);
-    doc.push(("ok".into(), Value::Bool(true)));
+    doc.push(("ok".into(), JsonValue::Bool(true)));
     let (key, body) = match report {
         Report::Meter(m) => ("meter", meter(m)),
         Report::Scan(s) => ("scan", scan(s)),
         Report::Change(c) => ("result", change(c)),
     };
     doc.push((key.into(), body));
-    Value::Object(doc)
+    JsonValue::Object(doc)
 }
 
 /// The document for a failed run: the same message as on stderr, the exit
 /// code and, when a meter was addressed, its address.
-pub fn error_document(action: &str, device: &str, exit_code: u8, address: Option<u8>, message: &str) -> Value {
+pub fn error_document(action: &str, device: &str, exit_code: u8, address: Option<u8>, message: &str) -> JsonValue {
     let mut doc = header(action, device);
-    doc.push(("ok".into(), Value::Bool(false)));
+    doc.push(("ok".into(), JsonValue::Bool(false)));
     doc.push((
         "error".into(),
-        Value::object([
-            ("exit_code", Value::int(exit_code)),
-            ("address", address.map_or(Value::Null, Value::int)),
-            ("message", Value::string(message)),
+        JsonValue::object([
+            ("exit_code", JsonValue::int(exit_code)),
+            ("address", address.map_or(JsonValue::Null, JsonValue::int)),
+            ("message", JsonValue::string(message)),
         ]),
     ));
-    Value::Object(doc)
+    JsonValue::Object(doc)
 }
 
 #[cfg(test)]
@@ -213,8 +213,8 @@ mod tests {
     /// The keys of the `change` object, in order.
     fn change_keys(change: Change) -> Vec<String> {
         match super::change(&ChangeReport { change, meter: dc() }) {
-            Value::Object(pairs) => match &pairs[1] {
-                (k, Value::Object(what)) if k == "change" => what.iter().map(|(k, _)| k.clone()).collect(),
+            JsonValue::Object(pairs) => match &pairs[1] {
+                (k, JsonValue::Object(what)) if k == "change" => what.iter().map(|(k, _)| k.clone()).collect(),
                 other => panic!("not the change object: {other:?}"),
             },
             other => panic!("not an object: {other:?}"),

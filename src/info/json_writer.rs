@@ -7,42 +7,42 @@ use std::fmt::Write as _;
 
 /// A JSON value.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Value {
+pub enum JsonValue {
     /// `null`.
     Null,
     /// `true` or `false`.
     Bool(bool),
-    /// A number, already in JSON syntax (build it with [`Value::int`] or
-    /// [`Value::fixed`], which only produce valid numbers).
+    /// A number, already in JSON syntax (build it with [`JsonValue::int`] or
+    /// [`JsonValue::fixed`], which only produce valid numbers).
     Number(String),
     /// A string (escaped when written).
     String(String),
     /// An array.
-    Array(Vec<Value>),
+    Array(Vec<JsonValue>),
     /// An object; keys keep their order.
-    Object(Vec<(String, Value)>),
+    Object(Vec<(String, JsonValue)>),
 }
 
-impl Value {
+impl JsonValue {
     /// An integer.
-    pub fn int(n: impl Into<i128>) -> Value {
-        Value::Number(n.into().to_string())
+    pub fn int(n: impl Into<i128>) -> JsonValue {
+        JsonValue::Number(n.into().to_string())
     }
 
     /// The fixed-point number `raw / 10^places`, written exactly, e.g.
     /// `fixed(2301, 1)` is `230.1`.
-    pub fn fixed(raw: u64, places: u8) -> Value {
-        Value::Number(fixed(raw, places))
+    pub fn fixed(raw: u64, places: u8) -> JsonValue {
+        JsonValue::Number(fixed(raw, places))
     }
 
     /// A string.
-    pub fn string(s: impl Into<String>) -> Value {
-        Value::String(s.into())
+    pub fn string(s: impl Into<String>) -> JsonValue {
+        JsonValue::String(s.into())
     }
 
     /// An object from `(key, value)` pairs.
-    pub fn object<K: Into<String>>(pairs: impl IntoIterator<Item = (K, Value)>) -> Value {
-        Value::Object(pairs.into_iter().map(|(k, v)| (k.into(), v)).collect())
+    pub fn object<K: Into<String>>(pairs: impl IntoIterator<Item = (K, JsonValue)>) -> JsonValue {
+        JsonValue::Object(pairs.into_iter().map(|(k, v)| (k.into(), v)).collect())
     }
 
     /// The document as indented text, ending with a newline.
@@ -55,13 +55,13 @@ impl Value {
 
     fn write(&self, out: &mut String, depth: usize) {
         match self {
-            Value::Null => out.push_str("null"),
-            Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-            Value::Number(n) => out.push_str(n),
-            Value::String(s) => escape_into(s, out),
-            Value::Array(items) if items.is_empty() => out.push_str("[]"),
-            Value::Object(pairs) if pairs.is_empty() => out.push_str("{}"),
-            Value::Array(items) => {
+            JsonValue::Null => out.push_str("null"),
+            JsonValue::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+            JsonValue::Number(n) => out.push_str(n),
+            JsonValue::String(s) => escape_into(s, out),
+            JsonValue::Array(items) if items.is_empty() => out.push_str("[]"),
+            JsonValue::Object(pairs) if pairs.is_empty() => out.push_str("{}"),
+            JsonValue::Array(items) => {
                 out.push('[');
                 for (i, item) in items.iter().enumerate() {
                     separator(out, i, depth + 1);
@@ -70,7 +70,7 @@ impl Value {
                 newline(out, depth);
                 out.push(']');
             }
-            Value::Object(pairs) => {
+            JsonValue::Object(pairs) => {
                 out.push('{');
                 for (i, (key, value)) in pairs.iter().enumerate() {
                     separator(out, i, depth + 1);
@@ -161,13 +161,13 @@ mod tests {
 
     #[test]
     fn nested_document() {
-        let v = Value::object([
-            ("n", Value::int(-3)),
-            ("x", Value::fixed(2301, 1)),
-            ("list", Value::Array(vec![Value::Bool(true), Value::Null])),
-            ("empty", Value::Array(vec![])),
-            ("obj", Value::object([("s", Value::string("hi"))])),
-            ("none", Value::Object(vec![])),
+        let v = JsonValue::object([
+            ("n", JsonValue::int(-3)),
+            ("x", JsonValue::fixed(2301, 1)),
+            ("list", JsonValue::Array(vec![JsonValue::Bool(true), JsonValue::Null])),
+            ("empty", JsonValue::Array(vec![])),
+            ("obj", JsonValue::object([("s", JsonValue::string("hi"))])),
+            ("none", JsonValue::Object(vec![])),
         ]);
         assert_eq!(
             v.to_pretty(),
