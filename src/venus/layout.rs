@@ -113,7 +113,7 @@ macro_rules! phase_table {
 }
 
 /// The paths of each phase L1, L2, L3, declared once, with kind and text;
-/// [`phase_values`] gives their values in the same order.
+/// `phase_values` gives their values in the same order.
 pub const PHASE_MEASUREMENTS: [[(&str, Kind, Format); 5]; 3] =
     [phase_table!("L1"), phase_table!("L2"), phase_table!("L3")];
 
