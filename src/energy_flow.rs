@@ -41,7 +41,7 @@
 //! absent and a [`FlowEvent::Invalid`] tells why. Published values are
 //! `Wh / 1000` ([`wh_to_kwh`]).
 //!
-//! # Sources that are absent, jitter or restart
+//! # Sources that are absent, jitter, restart or jump
 //!
 //! * An **absent** source (a `None` reading: its service is gone or the
 //!   value is invalid on the bus) contributes nothing. When it returns, its
@@ -52,9 +52,29 @@
 //!   source: ignored, the highest value stays the reference, so the jitter
 //!   never books anything twice.
 //! * A counter that goes **down by more** (meter reset, battery history
-//!   cleared, device replaced) restarted from zero: its new value is booked
-//!   as the energy since the restart, never negative energy, and
-//!   [`FlowEvent::CounterRestarted`] reports it.
+//!   cleared, device replaced) restarted: its new value is the energy
+//!   counted since the restart, and it is booked
+//!   ([`FlowEvent::CounterRestarted`]) only when it is **plausible** for the
+//!   time since the source was last seen ([`FlowConfig::max_increase_wh`]:
+//!   [`FlowConfig::max_power_w`] for all that time). Otherwise the new value
+//!   is only the new reference, nothing is booked
+//!   ([`FlowEvent::CounterReplaced`]): a replaced battery monitor with
+//!   500 kWh of history books nothing.
+//! * A counter that goes **up by more than is plausible** is held back
+//!   ([`FlowEvent::JumpHeld`]). The next reading decides: one that goes on
+//!   plausibly from the held value confirms a new counter (a replaced
+//!   device), which becomes the reference with nothing booked
+//!   ([`FlowEvent::CounterReplaced`]); any other reading drops the held
+//!   value as a glitch ([`FlowEvent::JumpDropped`]) and counts as usual.
+//!
+//! "Last seen" is the last reading that agreed with the reference (equal,
+//! above it, or within the jitter tolerance). For counters restored from a
+//! saved state it is the save, when the driver says how long ago that was
+//! ([`FlowTracker::set_downtime`]); otherwise the time is unknown, and then
+//! a rise is booked (the energy that flowed while the service was down) and
+//! a drop is taken as a replacement. Conservation stays exact over what is
+//! booked: every rule above books a source's energy once or not at all, for
+//! all three flows together.
 //!
 //! # Steps
 //!
@@ -64,6 +84,16 @@
 //! every change that arrived meanwhile. The timer is not pushed back by
 //! later changes, so a steady flow still gives a step per settle period.
 //!
+//! The battery history counts in 10 Wh (0.01 kWh) steps, so with a short
+//! settle time most steps see no battery change and a few see 10 Wh at
+//! once. That never breaks the sums, but it moves energy between the two
+//! AC-input flows: during power assist (grid and battery both feeding the
+//! loads) a step without a battery change books the whole input as
+//! passthrough, and the step with the 10 Wh books less passthrough and some
+//! "grid into the battery". The error is at most about 10 Wh per battery
+//! step; a settle time that spans several battery steps (e.g. a minute at
+//! 600 W) averages it out at the cost of later updates.
+//!
 //! # Persistence and restarts
 //!
 //! [`FlowState`] holds the flows and each source's counter as of the last
@@ -72,14 +102,17 @@
 //! (SIGTERM). Started from a saved state, the tracker compares the first
 //! readings with the saved counters, so the energy that flowed while the
 //! service was down is booked as one step. The state is one checksummed
-//! line ([`FlowState::to_line`], [`FlowState::parse`]); keep it with
-//! the crate's state-file module, which writes atomically and keeps a backup.
+//! line ([`FlowState::to_line`], [`FlowState::parse`]) that also carries
+//! the wall-clock time of the save, stamped by the driver, so the next
+//! start knows how long the service was down; keep it with the crate's
+//! state-file module, which writes atomically and keeps a backup.
 //!
-//! After a crash (no flush) the tracker restarts from the last save, so the
-//! flows it publishes can be up to [`FlowConfig::save_within`] of energy
-//! below what it published before; that energy is booked again from the
-//! saved counters, so nothing is lost or counted twice, but a consumer
-//! sees the counters step back once, as when mk2-dbus restarts.
+//! After a crash (no flush) the tracker restarts from the last save; the
+//! energy booked after it is booked again from the saved counters, so
+//! nothing is lost or counted twice. A driver that published flows booked
+//! after the last save would then see them step back once, which VRM books
+//! as energy: publish only flows that are saved (`pzem-energy` publishes
+//! the flows of each [`Output::Save`] once it is on disk).
 //!
 //! # Driving the tracker
 //!
@@ -87,8 +120,7 @@
 //! reads no clock and does no I/O. After each input, call
 //! [`FlowTracker::poll`] until it returns `None` and act on each
 //! [`Output`]; wake up at [`FlowTracker::poll_timeout`] and call
-//! [`FlowTracker::handle_timeout`]. Publish [`FlowTracker::flows`] when the
-//! service starts.
+//! [`FlowTracker::handle_timeout`].
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -276,7 +308,7 @@ pub fn wh_to_kwh(wh: u64) -> f64 {
 }
 
 /// What must survive a restart: the flows and each source's counter as of
-/// the last step.
+/// the last step, and when the state was saved.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlowState {
     /// The three flow totals.
@@ -288,6 +320,12 @@ pub struct FlowState {
     pub ac_out_wh: Option<u64>,
     /// The battery's discharged-energy counter at the last step, Wh.
     pub battery_wh: Option<u64>,
+    /// Wall-clock time of the save, seconds since the Unix epoch: stamped
+    /// by the driver when it writes the state, read back at the next start
+    /// to tell the tracker how long the service was down
+    /// ([`FlowTracker::set_downtime`]). The tracker itself never sets it
+    /// (its [`Output::Save`] states carry `None`).
+    pub saved_at_unix_s: Option<u64>,
 }
 
 /// A state line that could not be parsed.
@@ -302,17 +340,22 @@ impl fmt::Display for FlowStateError {
 
 impl std::error::Error for FlowStateError {}
 
-const STATE_TAG: &str = "pzem-flow-v1";
+const STATE_TAG: &str = "pzem-flow-v2";
 
-/// The fields of a state line, in the order they are written.
-const FIELDS: [&str; 6] = [
+/// The fields of a state line, in the order they are written. The flows
+/// (the first three) are always numbers; the others may be `-` (unknown).
+const FIELDS: [&str; 7] = [
     "ac_in_to_ac_out_wh",
     "ac_in_to_inverter_wh",
     "inverter_to_ac_out_wh",
     "ac_in_wh",
     "ac_out_wh",
     "battery_wh",
+    "saved_at_unix_s",
 ];
+
+/// How many of [`FIELDS`] are flows (never `-`).
+const FLOW_FIELDS: usize = 3;
 
 impl FlowState {
     /// The counter of `source` at the last step, Wh.
@@ -328,29 +371,30 @@ impl FlowState {
         [self.ac_in_wh, self.ac_out_wh, self.battery_wh]
     }
 
-    /// The state as one line: `pzem-flow-v1 ac_in_to_ac_out_wh=N
+    /// The state as one line: `pzem-flow-v2 ac_in_to_ac_out_wh=N
     /// ac_in_to_inverter_wh=N inverter_to_ac_out_wh=N ac_in_wh=N|-
-    /// ac_out_wh=N|- battery_wh=N|-` and a checksum of the line
-    /// (` crc=XXXX`, CRC-16/MODBUS in hex), so a torn or edited file is
-    /// detected.
+    /// ac_out_wh=N|- battery_wh=N|- saved_at_unix_s=N|-` and a checksum of
+    /// the line (` crc=XXXX`, CRC-16/MODBUS in hex), so a torn or edited
+    /// file is detected.
     pub fn to_line(&self) -> String {
-        let counter = |c: Option<u64>| c.map_or_else(|| "-".to_string(), |v| v.to_string());
+        let optional = |c: Option<u64>| c.map_or_else(|| "-".to_string(), |v| v.to_string());
         let f = &self.flows;
-        let body = format!(
-            "{STATE_TAG} {}={} {}={} {}={} {}={} {}={} {}={}",
-            FIELDS[0],
-            f.ac_in_to_ac_out_wh,
-            FIELDS[1],
-            f.ac_in_to_inverter_wh,
-            FIELDS[2],
-            f.inverter_to_ac_out_wh,
-            FIELDS[3],
-            counter(self.ac_in_wh),
-            FIELDS[4],
-            counter(self.ac_out_wh),
-            FIELDS[5],
-            counter(self.battery_wh),
-        );
+        let values = [
+            f.ac_in_to_ac_out_wh.to_string(),
+            f.ac_in_to_inverter_wh.to_string(),
+            f.inverter_to_ac_out_wh.to_string(),
+            optional(self.ac_in_wh),
+            optional(self.ac_out_wh),
+            optional(self.battery_wh),
+            optional(self.saved_at_unix_s),
+        ];
+        let mut body = String::from(STATE_TAG);
+        for (field, value) in FIELDS.iter().zip(values) {
+            body.push(' ');
+            body.push_str(field);
+            body.push('=');
+            body.push_str(&value);
+        }
         let sum = crate::crc::crc16(body.as_bytes());
         format!("{body} crc={sum:04x}\n")
     }
@@ -374,7 +418,7 @@ impl FlowState {
         if words.next() != Some(STATE_TAG) {
             return Err(err(format!("not a {STATE_TAG} line")));
         }
-        let mut values: [Option<Option<u64>>; 6] = [None; 6];
+        let mut values: [Option<Option<u64>>; FIELDS.len()] = [None; FIELDS.len()];
         for word in words {
             let (key, value) = word.split_once('=').ok_or_else(|| err("a field without '='".into()))?;
             let i = FIELDS
@@ -384,7 +428,7 @@ impl FlowState {
             if values[i].is_some() {
                 return Err(err(format!("{} given twice", FIELDS[i])));
             }
-            let number = if value == "-" && i >= 3 {
+            let number = if value == "-" && i >= FLOW_FIELDS {
                 None
             } else if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
                 Some(
@@ -397,11 +441,11 @@ impl FlowState {
             };
             values[i] = Some(number);
         }
-        let mut got = [None; 6];
+        let mut got = [None; FIELDS.len()];
         for (i, v) in values.iter().enumerate() {
             got[i] = v.ok_or_else(|| err(format!("{} is missing", FIELDS[i])))?;
         }
-        // The flows were checked to be numbers above (`-` only for counters).
+        // The flows were checked to be numbers above (`-` only for the others).
         let total = |i: usize| got[i].unwrap_or(0);
         Ok(FlowState {
             flows: Flows {
@@ -412,6 +456,7 @@ impl FlowState {
             ac_in_wh: got[3],
             ac_out_wh: got[4],
             battery_wh: got[5],
+            saved_at_unix_s: got[6],
         })
     }
 }
@@ -421,15 +466,23 @@ impl FlowState {
 pub struct FlowConfig {
     /// How long after the first counter change a step is booked, so that
     /// the changes of the three sources from one poll cycle land in one
-    /// step. About one poll interval of the meters; default 2 s.
+    /// step. About one poll interval of the meters; default 2 s. (See the
+    /// module documentation on the battery's 10 Wh steps.)
     pub settle: Duration,
     /// Changed state is saved at most this long after the change; default
     /// 60 s.
     pub save_within: Duration,
     /// A counter that goes down by at most this many Wh is taken as
-    /// rounding jitter and ignored; a larger drop is a restart from zero.
-    /// Default 10 Wh, the BMV history resolution (0.01 kWh).
+    /// rounding jitter and ignored; a larger drop is a restart. Also the
+    /// allowance for a coarse source's step in
+    /// [`FlowConfig::max_increase_wh`]. Default 10 Wh, the BMV history
+    /// resolution (0.01 kWh).
     pub backwards_tolerance_wh: u64,
+    /// The most power, W, that can flow through any one source: the bound
+    /// of what a counter may plausibly gain in a given time (see
+    /// [`FlowConfig::max_increase_wh`]). Default 20 kW, generous for a
+    /// MultiPlus installation.
+    pub max_power_w: u64,
 }
 
 impl Default for FlowConfig {
@@ -438,7 +491,34 @@ impl Default for FlowConfig {
             settle: Duration::from_secs(2),
             save_within: Duration::from_secs(60),
             backwards_tolerance_wh: 10,
+            max_power_w: 20_000,
         }
+    }
+}
+
+impl FlowConfig {
+    /// The largest counter increase, Wh, that is plausible after `elapsed`:
+    /// [`FlowConfig::max_power_w`] for all of that time (rounded up to a
+    /// whole Wh), plus [`FlowConfig::backwards_tolerance_wh`] (a coarse
+    /// source moves in steps of that size) and
+    /// [`crate::energy::PLAUSIBILITY_MARGIN_WH`] (whole-Wh counters and
+    /// reading times). Saturates instead of overflowing.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use pzem::energy_flow::FlowConfig;
+    /// // 20 kW for a minute: 333.3 Wh, rounded up, plus 10 + 2.
+    /// assert_eq!(FlowConfig::default().max_increase_wh(Duration::from_secs(60)), 346);
+    /// ```
+    pub fn max_increase_wh(&self, elapsed: Duration) -> u64 {
+        const NANOS_PER_HOUR: u128 = 3_600 * 1_000_000_000;
+        let wh = u128::from(self.max_power_w)
+            .checked_mul(elapsed.as_nanos())
+            .map_or(u128::MAX, |e| e.div_ceil(NANOS_PER_HOUR));
+        u64::try_from(wh)
+            .unwrap_or(u64::MAX)
+            .saturating_add(self.backwards_tolerance_wh)
+            .saturating_add(crate::energy::PLAUSIBILITY_MARGIN_WH)
     }
 }
 
@@ -478,8 +558,9 @@ pub enum FlowEvent {
         wh: u64,
     },
     /// The counter went down by more than the jitter tolerance (reset,
-    /// history cleared, device replaced): taken as a restart from zero, so
-    /// its new value is booked as the energy since then.
+    /// history cleared) and its new value is plausible for the time since
+    /// it was last seen: taken as a restart from zero, its new value is
+    /// booked as the energy since then.
     CounterRestarted {
         /// Which source.
         source: Source,
@@ -488,6 +569,56 @@ pub enum FlowEvent {
         /// The counter now, Wh.
         to_wh: u64,
     },
+    /// The counter moved in a way no flow within
+    /// [`FlowConfig::max_power_w`] explains: a drop to a value that is not
+    /// plausible as a restart from zero, or a jump up confirmed by the next
+    /// reading (a replaced device, history changed). The new value is the
+    /// reference from now on and nothing is booked for the move.
+    CounterReplaced {
+        /// Which source.
+        source: Source,
+        /// The counter before, Wh.
+        from_wh: u64,
+        /// The counter now, Wh.
+        to_wh: u64,
+    },
+    /// The counter jumped up by more than is plausible for the time since
+    /// it was last seen: held back, nothing booked, until the next reading
+    /// confirms it (then [`FlowEvent::CounterReplaced`]) or not
+    /// ([`FlowEvent::JumpDropped`]).
+    JumpHeld {
+        /// Which source.
+        source: Source,
+        /// The reference counter, Wh.
+        from_wh: u64,
+        /// The value held back, Wh.
+        to_wh: u64,
+    },
+    /// A held jump was not confirmed: the next reading did not go on from
+    /// it, so it was a glitch and is ignored.
+    JumpDropped {
+        /// Which source.
+        source: Source,
+        /// The value that was held back, Wh.
+        held_wh: u64,
+        /// The reading that did not confirm it, Wh.
+        now_wh: u64,
+    },
+}
+
+impl FlowEvent {
+    /// Whether the event deserves more than an informational log line: a
+    /// counter that moved in a way that loses or refuses energy.
+    pub fn is_warning(&self) -> bool {
+        matches!(
+            self,
+            FlowEvent::Invalid { .. }
+                | FlowEvent::CounterRestarted { .. }
+                | FlowEvent::CounterReplaced { .. }
+                | FlowEvent::JumpHeld { .. }
+                | FlowEvent::JumpDropped { .. }
+        )
+    }
 }
 
 impl fmt::Display for FlowEvent {
@@ -511,10 +642,36 @@ impl fmt::Display for FlowEvent {
             ),
             FlowEvent::CounterRestarted { source, from_wh, to_wh } => write!(
                 f,
-                "{source}: counter went back from {:.3} kWh to {:.3} kWh (reset, history cleared or device \
-                 replaced); counted as a restart from zero",
+                "{source}: counter went back from {:.3} kWh to {:.3} kWh (reset or history cleared); counted as a \
+                 restart from zero",
                 wh_to_kwh(from_wh),
                 wh_to_kwh(to_wh)
+            ),
+            FlowEvent::CounterReplaced { source, from_wh, to_wh } => write!(
+                f,
+                "{source}: COUNTER REPLACED: it went from {:.3} kWh to {:.3} kWh, more than the maximum power \
+                 explains (device replaced or history changed); {:.3} kWh is the new reference and nothing is \
+                 booked for the change",
+                wh_to_kwh(from_wh),
+                wh_to_kwh(to_wh),
+                wh_to_kwh(to_wh)
+            ),
+            FlowEvent::JumpHeld { source, from_wh, to_wh } => write!(
+                f,
+                "{source}: counter jumped from {:.3} kWh to {:.3} kWh, more than the maximum power explains; held \
+                 back until the next reading",
+                wh_to_kwh(from_wh),
+                wh_to_kwh(to_wh)
+            ),
+            FlowEvent::JumpDropped {
+                source,
+                held_wh,
+                now_wh,
+            } => write!(
+                f,
+                "{source}: the jump to {:.3} kWh was a glitch (the counter reads {:.3} kWh); ignored",
+                wh_to_kwh(held_wh),
+                wh_to_kwh(now_wh)
             ),
         }
     }
@@ -525,10 +682,13 @@ impl fmt::Display for FlowEvent {
 pub enum Output {
     /// Log this.
     Event(FlowEvent),
-    /// A step booked energy: publish these totals (as kWh, [`Flows::kwh`]).
+    /// A step booked energy: these are the totals now (kWh with
+    /// [`Flows::kwh`]). See the module documentation on publishing only
+    /// saved flows.
     Publish(Flows),
-    /// Save this state (e.g. `state_file::save(path, &state.to_line())`);
-    /// call [`FlowTracker::save_failed`] if that fails.
+    /// Save this state (e.g. `state_file::save(path, &state.to_line())`,
+    /// stamping [`FlowState::saved_at_unix_s`] first); call
+    /// [`FlowTracker::save_failed`] if that fails.
     Save(FlowState),
 }
 
@@ -541,11 +701,38 @@ enum Presence {
     Invalid,
 }
 
+/// When a track's reference was last seen: at `at`, with `before` of time
+/// that had passed unseen before `at` (a downtime).
+#[derive(Clone, Copy, Debug)]
+struct LastSeen {
+    at: Instant,
+    before: Duration,
+}
+
+impl LastSeen {
+    fn now(at: Instant) -> LastSeen {
+        LastSeen {
+            at,
+            before: Duration::ZERO,
+        }
+    }
+
+    fn elapsed(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.at).saturating_add(self.before)
+    }
+}
+
 #[derive(Clone, Copy, Debug)]
 struct Track {
-    /// The highest counter since the last restart from zero: the reference
-    /// the next reading is compared with.
+    /// The highest counter since the last restart or replacement: the
+    /// reference the next reading is compared with.
     high: Option<u64>,
+    /// When the reference was last seen; `None`: unknown (restored from a
+    /// saved state of unknown age).
+    seen: Option<LastSeen>,
+    /// An implausible jump waiting for the next reading: its value and when
+    /// it was read.
+    held: Option<(u64, Instant)>,
     /// Energy counted since the last step, Wh.
     pending: u64,
     presence: Presence,
@@ -569,10 +756,17 @@ pub struct FlowTracker {
 
 impl FlowTracker {
     /// A tracker that continues from `state` (the default state to start
-    /// from zero).
+    /// from zero). How old the saved counters are is unknown until
+    /// [`FlowTracker::set_downtime`] says.
     pub fn new(config: FlowConfig, state: FlowState) -> FlowTracker {
+        let state = FlowState {
+            saved_at_unix_s: None,
+            ..state
+        };
         let track = |high| Track {
             high,
+            seen: None,
+            held: None,
             pending: 0,
             presence: Presence::Unheard,
         };
@@ -590,6 +784,23 @@ impl FlowTracker {
         }
     }
 
+    /// The saved state this tracker started from was written `downtime`
+    /// before `now` (the driver knows from [`FlowState::saved_at_unix_s`]
+    /// and the wall clock): the counters restored from it were last seen
+    /// then, which bounds what their first readings may book. Call it
+    /// before the first reading; it changes nothing for a source already
+    /// read.
+    pub fn set_downtime(&mut self, now: Instant, downtime: Duration) {
+        for t in &mut self.tracks {
+            if t.presence == Presence::Unheard && t.high.is_some() {
+                t.seen = Some(LastSeen {
+                    at: now,
+                    before: downtime,
+                });
+            }
+        }
+    }
+
     /// The flow totals as of the last step.
     pub fn flows(&self) -> Flows {
         self.state.flows
@@ -600,12 +811,17 @@ impl FlowTracker {
         self.state
     }
 
+    /// The configuration.
+    pub fn config(&self) -> &FlowConfig {
+        &self.config
+    }
+
     /// Source `source` now reads `kwh` (`None`: absent, i.e. its service is
     /// gone or the value is invalid on the bus). Steps that were due by
     /// `now` are booked first.
     pub fn reading(&mut self, now: Instant, source: Source, kwh: Option<f64>) {
         self.handle_timeout(now);
-        let tolerance = self.config.backwards_tolerance_wh;
+        let config = self.config;
         let track = &mut self.tracks[source.index()];
         let Some(kwh) = kwh else {
             if track.presence != Presence::Absent {
@@ -628,30 +844,104 @@ impl FlowTracker {
             self.events.push_back(FlowEvent::Back { source, wh });
         }
         track.presence = Presence::Present;
-        let changed = match track.high {
-            None => {
-                self.events.push_back(FlowEvent::Baseline { source, wh });
-                true
+        let Some(high) = track.high else {
+            self.events.push_back(FlowEvent::Baseline { source, wh });
+            track.high = Some(wh);
+            track.seen = Some(LastSeen::now(now));
+            self.changed_since.get_or_insert(now);
+            return;
+        };
+        // `None`: how long since the reference was seen is unknown.
+        let bound = track.seen.map(|s| config.max_increase_wh(s.elapsed(now)));
+        let held = track.held.take();
+        let changed = if wh >= high && bound.is_none_or(|b| wh - high <= b) {
+            // Counting on, plausibly: book the rise.
+            if let Some((held_wh, _)) = held {
+                self.events.push_back(FlowEvent::JumpDropped {
+                    source,
+                    held_wh,
+                    now_wh: wh,
+                });
             }
-            Some(high) if wh >= high => {
-                track.pending = track.pending.saturating_add(wh - high);
-                wh != high
+            track.pending = track.pending.saturating_add(wh - high);
+            track.seen = Some(LastSeen::now(now));
+            wh != high
+        } else if wh >= high {
+            // A rise no flow within the power bound explains.
+            match held {
+                Some((held_wh, held_at))
+                    if wh >= held_wh
+                        && wh - held_wh <= config.max_increase_wh(now.saturating_duration_since(held_at)) =>
+                {
+                    self.events.push_back(FlowEvent::CounterReplaced {
+                        source,
+                        from_wh: high,
+                        to_wh: wh,
+                    });
+                    track.seen = Some(LastSeen::now(now));
+                    true
+                }
+                _ => {
+                    track.held = Some((wh, now));
+                    self.events.push_back(FlowEvent::JumpHeld {
+                        source,
+                        from_wh: high,
+                        to_wh: wh,
+                    });
+                    false
+                }
             }
-            Some(high) if high - wh <= tolerance => false,
-            Some(high) => {
+        } else if high - wh <= config.backwards_tolerance_wh {
+            // Jitter of a coarse source: the reference stays, and was just seen.
+            if let Some((held_wh, _)) = held {
+                self.events.push_back(FlowEvent::JumpDropped {
+                    source,
+                    held_wh,
+                    now_wh: wh,
+                });
+            }
+            track.seen = Some(LastSeen::now(now));
+            false
+        } else {
+            // Restarted: its value is what it counted since, if that is plausible.
+            if bound.is_some_and(|b| wh <= b) {
                 track.pending = track.pending.saturating_add(wh);
                 self.events.push_back(FlowEvent::CounterRestarted {
                     source,
                     from_wh: high,
                     to_wh: wh,
                 });
-                true
+            } else {
+                self.events.push_back(FlowEvent::CounterReplaced {
+                    source,
+                    from_wh: high,
+                    to_wh: wh,
+                });
             }
+            track.seen = Some(LastSeen::now(now));
+            true
         };
         if changed {
             track.high = Some(wh);
             self.changed_since.get_or_insert(now);
         }
+    }
+
+    /// The source is now a different device (e.g. the system's battery
+    /// service changed) at `now`: its next reading is a new baseline,
+    /// compared with nothing. What it counted before is booked in the next
+    /// step, which is due as after any change (so the saved state forgets
+    /// the old counter too).
+    pub fn forget(&mut self, now: Instant, source: Source) {
+        self.handle_timeout(now);
+        let track = &mut self.tracks[source.index()];
+        if track.high.is_some() {
+            self.changed_since.get_or_insert(now);
+        }
+        track.high = None;
+        track.seen = None;
+        track.held = None;
+        track.presence = Presence::Unheard;
     }
 
     /// When [`FlowTracker::handle_timeout`] should be called next: the
@@ -743,6 +1033,9 @@ mod tests {
     use super::*;
 
     const S: Duration = Duration::from_secs(1);
+    /// A minute: steps in these tests are minutes apart, so that their energy is
+    /// plausible at the default 20 kW bound.
+    const M: Duration = Duration::from_secs(60);
 
     fn flows(in_to_out: u64, in_to_inv: u64, inv_to_out: u64) -> Flows {
         Flows {
@@ -866,7 +1159,7 @@ mod tests {
     fn one_cycle_of_three_sources_is_one_step() {
         let t0 = Instant::now();
         let mut t = primed(t0, 10.0, 20.0, 5.0);
-        let t1 = t0 + 10 * S;
+        let t1 = t0 + 10 * M;
         // The AC meters move together, the battery a little later.
         t.reading(t1, Source::AcIn, Some(10.5));
         assert_eq!(t.poll_timeout(), Some(t1 + 2 * S), "settle starts at the first change");
@@ -885,6 +1178,7 @@ mod tests {
             ac_in_wh: Some(10_500),
             ac_out_wh: Some(20_100),
             battery_wh: Some(5_000),
+            saved_at_unix_s: None,
         };
         assert_eq!(drain(&mut t), vec![Output::Save(saved)]);
         assert_eq!(t.poll_timeout(), None);
@@ -906,17 +1200,17 @@ mod tests {
         let mut t = primed(t0, 0.0, 0.0, 0.0);
         // Passthrough: 300 Wh in, 300 Wh out.
         assert_eq!(
-            cycle(&mut t, t0 + 10 * S, [Some(0.3), Some(0.3), Some(0.0)]),
+            cycle(&mut t, t0 + 10 * M, [Some(0.3), Some(0.3), Some(0.0)]),
             Some(flows(300, 0, 0))
         );
         // Inverting: grid gone (meter reads on, no energy), 200 Wh out, 230 Wh from the battery.
         assert_eq!(
-            cycle(&mut t, t0 + 20 * S, [Some(0.3), Some(0.5), Some(0.23)]),
+            cycle(&mut t, t0 + 20 * M, [Some(0.3), Some(0.5), Some(0.23)]),
             Some(flows(300, 0, 200))
         );
         // Power assist: 100 Wh in, 300 Wh out, 220 Wh from the battery: p = 80.
         assert_eq!(
-            cycle(&mut t, t0 + 30 * S, [Some(0.4), Some(0.8), Some(0.45)]),
+            cycle(&mut t, t0 + 30 * M, [Some(0.4), Some(0.8), Some(0.45)]),
             Some(flows(380, 20, 420))
         );
     }
@@ -926,18 +1220,18 @@ mod tests {
         let t0 = Instant::now();
         let mut t = primed(t0, 100.0, 50.0, 10.0);
         // Mains fails; the AC-input meter (powered by mains) goes silent.
-        t.reading(t0 + 5 * S, Source::AcIn, None);
+        t.reading(t0 + 5 * M, Source::AcIn, None);
         assert_eq!(events(&drain(&mut t)), vec![FlowEvent::Absent { source: Source::AcIn }]);
         assert_eq!(
-            cycle(&mut t, t0 + 10 * S, [None, Some(50.2), Some(10.25)]),
+            cycle(&mut t, t0 + 10 * M, [None, Some(50.2), Some(10.25)]),
             Some(flows(0, 0, 200))
         );
         assert_eq!(
-            cycle(&mut t, t0 + 20 * S, [None, Some(50.3), Some(10.36)]),
+            cycle(&mut t, t0 + 20 * M, [None, Some(50.3), Some(10.36)]),
             Some(flows(0, 0, 300))
         );
         // Mains back: the meter counted 1 Wh before it died and 400 Wh since.
-        t.reading(t0 + 30 * S, Source::AcIn, Some(100.401));
+        t.reading(t0 + 30 * M, Source::AcIn, Some(100.401));
         let out = drain(&mut t);
         assert_eq!(
             events(&out),
@@ -948,7 +1242,7 @@ mod tests {
         );
         // Passthrough 100 Wh, the rest of the input into the battery.
         assert_eq!(
-            cycle(&mut t, t0 + 30 * S, [Some(100.401), Some(50.4), Some(10.36)]),
+            cycle(&mut t, t0 + 30 * M, [Some(100.401), Some(50.4), Some(10.36)]),
             Some(flows(100, 301, 300))
         );
         let f = t.flows();
@@ -962,12 +1256,12 @@ mod tests {
         let mut t = primed(t0, 0.0, 0.0, 0.0);
         // Battery monitor restarting: no discharge known, all passthrough.
         assert_eq!(
-            cycle(&mut t, t0 + 10 * S, [Some(0.1), Some(0.1), None]),
+            cycle(&mut t, t0 + 10 * M, [Some(0.1), Some(0.1), None]),
             Some(flows(100, 0, 0))
         );
         // Back with 200 Wh discharged meanwhile (part of it during the step above).
         assert_eq!(
-            cycle(&mut t, t0 + 20 * S, [Some(0.2), Some(0.35), Some(0.2)]),
+            cycle(&mut t, t0 + 20 * M, [Some(0.2), Some(0.35), Some(0.2)]),
             Some(flows(150, 50, 200))
         );
         assert_eq!(t.flows().ac_in_wh(), 200);
@@ -1003,7 +1297,7 @@ mod tests {
             }]
         );
         assert_eq!(
-            cycle(&mut t, t0 + 20 * S, [Some(5.0), Some(0.08), Some(0.06)]),
+            cycle(&mut t, t0 + 20 * S + M, [Some(5.0), Some(0.08), Some(0.06)]),
             Some(flows(0, 0, 80))
         );
         assert_eq!(t.state().battery_wh, Some(60));
@@ -1056,7 +1350,7 @@ mod tests {
         );
         assert!(ev[0].to_string().contains("battery monitor: invalid reading NaN kWh"));
         assert_eq!(t.poll_timeout(), None, "nothing changed");
-        t.reading(t0 + 9 * S, Source::AcOut, Some(1.5));
+        t.reading(t0 + 9 * M, Source::AcOut, Some(1.5));
         assert_eq!(
             events(&drain(&mut t)),
             vec![FlowEvent::Back {
@@ -1064,7 +1358,7 @@ mod tests {
                 wh: 1_500
             }]
         );
-        t.handle_timeout(t0 + 20 * S);
+        t.handle_timeout(t0 + 9 * M + 2 * S);
         assert_eq!(drain(&mut t), vec![Output::Publish(flows(0, 0, 500))]);
     }
 
@@ -1073,10 +1367,10 @@ mod tests {
         let t0 = Instant::now();
         let mut t = primed(t0, 10.0, 10.0, 10.0);
         assert_eq!(
-            cycle(&mut t, t0 + 10 * S, [Some(10.1), Some(10.1), Some(10.0)]),
+            cycle(&mut t, t0 + 10 * M, [Some(10.1), Some(10.1), Some(10.0)]),
             Some(flows(100, 0, 0))
         );
-        t.flush(t0 + 11 * S);
+        t.flush(t0 + 11 * M);
         let Some(Output::Save(state)) = t.poll() else {
             panic!("flush asks to save")
         };
@@ -1098,14 +1392,15 @@ mod tests {
     fn flush_books_pending_changes_at_once_and_asks_to_save() {
         let t0 = Instant::now();
         let mut t = primed(t0, 1.0, 1.0, 1.0);
-        t.reading(t0 + 10 * S, Source::AcIn, Some(1.2));
-        t.reading(t0 + 10 * S, Source::AcOut, Some(1.1));
-        t.flush(t0 + 10 * S);
+        t.reading(t0 + 10 * M, Source::AcIn, Some(1.2));
+        t.reading(t0 + 10 * M, Source::AcOut, Some(1.1));
+        t.flush(t0 + 10 * M);
         let expected = FlowState {
             flows: flows(100, 100, 0),
             ac_in_wh: Some(1_200),
             ac_out_wh: Some(1_100),
             battery_wh: Some(1_000),
+            saved_at_unix_s: None,
         };
         assert_eq!(
             drain(&mut t),
@@ -1113,7 +1408,7 @@ mod tests {
         );
         assert_eq!(t.poll_timeout(), None);
         // Nothing pending: still asks to save.
-        t.flush(t0 + 11 * S);
+        t.flush(t0 + 11 * M);
         assert_eq!(drain(&mut t), vec![Output::Save(expected)]);
     }
 
@@ -1121,12 +1416,13 @@ mod tests {
     fn a_failed_save_is_asked_again() {
         let t0 = Instant::now();
         let mut t = primed(t0, 1.0, 1.0, 1.0);
-        cycle(&mut t, t0, [Some(1.1), Some(1.0), Some(1.0)]);
-        t.handle_timeout(t0 + 62 * S);
+        let t1 = t0 + 10 * M;
+        cycle(&mut t, t1, [Some(1.1), Some(1.0), Some(1.0)]);
+        t.handle_timeout(t1 + 62 * S);
         assert!(matches!(drain(&mut t)[..], [Output::Save(_)]));
-        t.save_failed(t0 + 63 * S);
-        assert_eq!(t.poll_timeout(), Some(t0 + 123 * S));
-        t.handle_timeout(t0 + 123 * S);
+        t.save_failed(t1 + 63 * S);
+        assert_eq!(t.poll_timeout(), Some(t1 + 123 * S));
+        t.handle_timeout(t1 + 123 * S);
         assert!(matches!(drain(&mut t)[..], [Output::Save(_)]));
     }
 
@@ -1162,11 +1458,12 @@ mod tests {
     fn a_late_input_books_the_due_step_first() {
         let t0 = Instant::now();
         let mut t = primed(t0, 0.0, 0.0, 0.0);
-        t.reading(t0 + 10 * S, Source::AcOut, Some(0.1));
+        let t1 = t0 + 10 * M;
+        t.reading(t1, Source::AcOut, Some(0.1));
         // The driver woke late: the next reading arrives after the deadline.
-        t.reading(t0 + 15 * S, Source::AcOut, Some(0.2));
+        t.reading(t1 + 5 * S, Source::AcOut, Some(0.101));
         assert_eq!(drain(&mut t), vec![Output::Publish(flows(0, 0, 100))]);
-        assert_eq!(t.poll_timeout(), Some(t0 + 17 * S));
+        assert_eq!(t.poll_timeout(), Some(t1 + 7 * S));
     }
 
     #[test]
@@ -1176,6 +1473,7 @@ mod tests {
             settle: Duration::MAX,
             save_within: Duration::MAX,
             backwards_tolerance_wh: u64::MAX,
+            max_power_w: u64::MAX,
         };
         let mut t = FlowTracker::new(config, FlowState::default());
         t.reading(t0, Source::AcIn, Some(1.0));
@@ -1195,10 +1493,231 @@ mod tests {
         };
         assert_eq!(
             e.to_string(),
-            "AC-output meter: counter went back from 3.000 kWh to 0.020 kWh (reset, history cleared or device \
-             replaced); counted as a restart from zero"
+            "AC-output meter: counter went back from 3.000 kWh to 0.020 kWh (reset or history cleared); counted \
+             as a restart from zero"
         );
         assert_eq!(Flow::AcIn1ToInverter.path(), "/Energy/AcIn1ToInverter");
+    }
+
+    #[test]
+    fn max_increase_is_power_times_time_plus_the_allowances() {
+        let c = FlowConfig::default();
+        assert_eq!(c.max_increase_wh(Duration::ZERO), 12);
+        // 20 kW for a second is 5.6 Wh, rounded up.
+        assert_eq!(c.max_increase_wh(S), 18);
+        assert_eq!(c.max_increase_wh(60 * M), 20_012);
+        let huge = FlowConfig {
+            max_power_w: u64::MAX,
+            ..c
+        };
+        assert_eq!(huge.max_increase_wh(Duration::MAX), u64::MAX);
+        assert_eq!(huge.max_increase_wh(Duration::ZERO), 12);
+    }
+
+    #[test]
+    fn a_replaced_battery_monitor_with_a_long_history_books_nothing() {
+        let t0 = Instant::now();
+        let mut t = primed(t0, 1.0, 1.0, 800.0);
+        // Replaced by one with 500 kWh of history: a drop no restart from zero explains.
+        let t1 = t0 + 10 * M;
+        t.reading(t1, Source::Battery, Some(500.0));
+        assert_eq!(
+            events(&drain(&mut t)),
+            vec![FlowEvent::CounterReplaced {
+                source: Source::Battery,
+                from_wh: 800_000,
+                to_wh: 500_000
+            }]
+        );
+        // Counting goes on from the new counter.
+        assert_eq!(
+            cycle(&mut t, t1 + M, [Some(1.0), Some(1.2), Some(500.25)]),
+            Some(flows(0, 0, 200))
+        );
+        assert_eq!(t.state().battery_wh, Some(500_250));
+        // Replaced by one with more history than that: a jump, held, then confirmed.
+        let t2 = t1 + 10 * M;
+        t.reading(t2, Source::Battery, Some(900.0));
+        assert_eq!(
+            events(&drain(&mut t)),
+            vec![FlowEvent::JumpHeld {
+                source: Source::Battery,
+                from_wh: 500_250,
+                to_wh: 900_000
+            }]
+        );
+        assert_eq!(t.poll_timeout(), None, "nothing booked, nothing to step or save");
+        t.reading(t2 + S, Source::Battery, Some(900.01));
+        assert_eq!(
+            events(&drain(&mut t)),
+            vec![FlowEvent::CounterReplaced {
+                source: Source::Battery,
+                from_wh: 500_250,
+                to_wh: 900_010
+            }]
+        );
+        t.handle_timeout(t2 + 3 * S);
+        assert_eq!(drain(&mut t), vec![], "no energy booked, nothing to publish");
+        assert_eq!(t.state().battery_wh, Some(900_010));
+        assert_eq!(t.flows(), flows(0, 0, 200));
+        assert!(t.poll_timeout().is_some(), "the new counter is saved");
+    }
+
+    #[test]
+    fn a_glitch_up_is_held_then_dropped() {
+        let t0 = Instant::now();
+        let mut t = primed(t0, 1.0, 1.0, 1.0);
+        let t1 = t0 + 10 * M;
+        // The AC-output meter reads 1000 kWh once, then its true value again.
+        t.reading(t1, Source::AcOut, Some(1000.0));
+        assert_eq!(
+            events(&drain(&mut t)),
+            vec![FlowEvent::JumpHeld {
+                source: Source::AcOut,
+                from_wh: 1_000,
+                to_wh: 1_000_000
+            }]
+        );
+        t.reading(t1 + S, Source::AcOut, Some(1.05));
+        assert_eq!(
+            events(&drain(&mut t)),
+            vec![FlowEvent::JumpDropped {
+                source: Source::AcOut,
+                held_wh: 1_000_000,
+                now_wh: 1_050
+            }]
+        );
+        t.handle_timeout(t1 + 3 * S);
+        assert_eq!(drain(&mut t), vec![Output::Publish(flows(0, 0, 50))]);
+        assert!(
+            FlowEvent::JumpDropped {
+                source: Source::AcOut,
+                held_wh: 1,
+                now_wh: 2
+            }
+            .is_warning()
+        );
+        assert!(!FlowEvent::Absent { source: Source::AcIn }.is_warning());
+    }
+
+    #[test]
+    fn a_restart_is_booked_only_when_plausible_for_the_time() {
+        let t0 = Instant::now();
+        let mut t = primed(t0, 5.0, 3.0, 1.0);
+        // A second later the AC-input meter reads 0.5 kWh: 500 Wh cannot have been counted
+        // since a restart within that second.
+        t.reading(t0 + S, Source::AcIn, Some(0.5));
+        assert_eq!(
+            events(&drain(&mut t)),
+            vec![FlowEvent::CounterReplaced {
+                source: Source::AcIn,
+                from_wh: 5_000,
+                to_wh: 500
+            }]
+        );
+        // An hour later it restarted again and counted 100 Wh since: plausible, booked.
+        t.reading(t0 + 60 * M, Source::AcIn, Some(0.1));
+        assert_eq!(
+            events(&drain(&mut t))
+                .into_iter()
+                .filter(|e| matches!(e, FlowEvent::CounterRestarted { .. }))
+                .collect::<Vec<_>>(),
+            vec![FlowEvent::CounterRestarted {
+                source: Source::AcIn,
+                from_wh: 500,
+                to_wh: 100
+            }]
+        );
+        t.handle_timeout(t0 + 60 * M + 2 * S);
+        assert_eq!(published(&drain(&mut t)), Some(flows(0, 100, 0)));
+    }
+
+    /// A saved state as `restart_…` tests load it.
+    fn saved_state() -> FlowState {
+        FlowState {
+            flows: flows(1, 2, 3),
+            ac_in_wh: Some(10_000),
+            ac_out_wh: Some(20_000),
+            battery_wh: Some(5_000),
+            saved_at_unix_s: Some(1_000),
+        }
+    }
+
+    #[test]
+    fn restart_the_downtime_bounds_the_first_readings() {
+        let t0 = Instant::now();
+        let mut t = FlowTracker::new(FlowConfig::default(), saved_state());
+        assert_eq!(t.state().saved_at_unix_s, None, "the tracker never carries the stamp");
+        // Down for 5 minutes: at most 20 kW × 5 min = 1667 Wh (+12) per source.
+        t.set_downtime(t0, 5 * M);
+        t.reading(t0, Source::AcIn, Some(11.5));
+        t.reading(t0, Source::AcOut, Some(60.0));
+        t.reading(t0, Source::Battery, Some(0.2));
+        assert_eq!(
+            events(&drain(&mut t)),
+            vec![
+                FlowEvent::JumpHeld {
+                    source: Source::AcOut,
+                    from_wh: 20_000,
+                    to_wh: 60_000
+                },
+                FlowEvent::CounterRestarted {
+                    source: Source::Battery,
+                    from_wh: 5_000,
+                    to_wh: 200
+                }
+            ]
+        );
+        t.handle_timeout(t0 + 2 * S);
+        // dIn 1500, dOut 0 (held), dDis 200: all of the input into the battery.
+        assert_eq!(drain(&mut t), vec![Output::Publish(flows(1, 1_502, 3))]);
+    }
+
+    #[test]
+    fn restart_without_a_known_downtime_books_rises_and_replaces_on_drops() {
+        let t0 = Instant::now();
+        let mut t = FlowTracker::new(FlowConfig::default(), saved_state());
+        t.reading(t0, Source::AcOut, Some(60.0));
+        t.reading(t0, Source::Battery, Some(0.2));
+        assert_eq!(
+            events(&drain(&mut t)),
+            vec![FlowEvent::CounterReplaced {
+                source: Source::Battery,
+                from_wh: 5_000,
+                to_wh: 200
+            }]
+        );
+        t.handle_timeout(t0 + 2 * S);
+        assert_eq!(drain(&mut t), vec![Output::Publish(flows(1, 2, 40_003))]);
+        // Once read, the counters are bounded as usual.
+        t.reading(t0 + 3 * S, Source::AcOut, Some(70.0));
+        assert!(matches!(
+            events(&drain(&mut t))[..],
+            [FlowEvent::JumpHeld {
+                source: Source::AcOut,
+                ..
+            }]
+        ));
+    }
+
+    #[test]
+    fn a_forgotten_source_starts_from_a_new_baseline() {
+        let t0 = Instant::now();
+        let mut t = primed(t0, 1.0, 1.0, 100.0);
+        t.forget(t0 + M / 2, Source::Battery);
+        t.reading(t0 + M, Source::Battery, Some(3.0));
+        assert_eq!(
+            events(&drain(&mut t)),
+            vec![FlowEvent::Baseline {
+                source: Source::Battery,
+                wh: 3_000
+            }]
+        );
+        assert_eq!(
+            cycle(&mut t, t0 + 2 * M, [Some(1.0), Some(1.1), Some(3.1)]),
+            Some(flows(0, 0, 100))
+        );
+        assert_eq!(t.state().battery_wh, Some(3_100));
     }
 
     // The state line.
@@ -1212,17 +1731,18 @@ mod tests {
                 ac_in_wh: Some(0),
                 ac_out_wh: None,
                 battery_wh: Some(MAX_COUNTER_WH),
+                saved_at_unix_s: Some(1_767_225_600),
             },
         ] {
             let line = s.to_line();
-            assert!(line.starts_with("pzem-flow-v1 ") && line.ends_with('\n'), "{line}");
+            assert!(line.starts_with("pzem-flow-v2 ") && line.ends_with('\n'), "{line}");
             assert_eq!(FlowState::parse(&line), Ok(s));
             assert_eq!(FlowState::parse(line.trim_end()), Ok(s));
         }
         assert_eq!(
             FlowState::default().to_line(),
-            "pzem-flow-v1 ac_in_to_ac_out_wh=0 ac_in_to_inverter_wh=0 inverter_to_ac_out_wh=0 \
-             ac_in_wh=- ac_out_wh=- battery_wh=- crc=0825\n"
+            "pzem-flow-v2 ac_in_to_ac_out_wh=0 ac_in_to_inverter_wh=0 inverter_to_ac_out_wh=0 \
+             ac_in_wh=- ac_out_wh=- battery_wh=- saved_at_unix_s=- crc=374a\n"
         );
     }
 
@@ -1239,40 +1759,40 @@ mod tests {
         assert_eq!(reason(&line[..line.len() / 2]), "no checksum");
         assert_eq!(reason(&line[..line.len() - 2]), "the checksum is not 4 hex digits");
         assert!(reason(&line.replace("ac_in_wh=-", "ac_in_wh=5")).contains("does not match"));
-        assert_eq!(reason(&signed("pzem-flow-v2")), "not a pzem-flow-v1 line");
+        assert_eq!(reason(&signed("pzem-flow-v1")), "not a pzem-flow-v2 line");
         let all = "ac_in_to_ac_out_wh=0 ac_in_to_inverter_wh=0 inverter_to_ac_out_wh=0 ac_in_wh=- ac_out_wh=- \
-                   battery_wh=-";
+                   battery_wh=- saved_at_unix_s=-";
         assert_eq!(
-            reason(&signed(&format!("pzem-flow-v1 {all} ac_in_wh=1"))),
+            reason(&signed(&format!("pzem-flow-v2 {all} ac_in_wh=1"))),
             "ac_in_wh given twice"
         );
         assert_eq!(
-            reason(&signed("pzem-flow-v1 ac_in_to_ac_out_wh=0")),
+            reason(&signed("pzem-flow-v2 ac_in_to_ac_out_wh=0")),
             "ac_in_to_inverter_wh is missing"
         );
         assert_eq!(
             reason(&signed(&format!(
-                "pzem-flow-v1 {}",
+                "pzem-flow-v2 {}",
                 all.replace("ac_in_to_ac_out_wh=0", "ac_in_to_ac_out_wh=-")
             ))),
             "ac_in_to_ac_out_wh is not a number"
         );
         assert_eq!(
             reason(&signed(&format!(
-                "pzem-flow-v1 {}",
+                "pzem-flow-v2 {}",
                 all.replace("ac_in_wh=-", "ac_in_wh=+5")
             ))),
             "ac_in_wh is not a number"
         );
         assert_eq!(
             reason(&signed(&format!(
-                "pzem-flow-v1 {}",
+                "pzem-flow-v2 {}",
                 all.replace("ac_in_wh=-", "ac_in_wh=99999999999999999999")
             ))),
             "ac_in_wh is too large"
         );
-        assert_eq!(reason(&signed(&format!("pzem-flow-v1 {all} x=1"))), "unknown field");
-        assert_eq!(reason(&signed(&format!("pzem-flow-v1 {all} x"))), "a field without '='");
-        assert_eq!(reason(&signed(&format!("pzem-flow-v1  {all}"))), "a field without '='");
+        assert_eq!(reason(&signed(&format!("pzem-flow-v2 {all} x=1"))), "unknown field");
+        assert_eq!(reason(&signed(&format!("pzem-flow-v2 {all} x"))), "a field without '='");
+        assert_eq!(reason(&signed(&format!("pzem-flow-v2  {all}"))), "a field without '='");
     }
 }

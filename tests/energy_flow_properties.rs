@@ -1,7 +1,9 @@
 //! Property tests of the energy-flow core (`pzem::energy_flow`): exact
 //! conservation and monotonic flows over arbitrary sequences of readings,
-//! absences, invalid values, counter restarts, coarse battery rounding,
-//! time gaps, flushes and restarts from the saved state.
+//! absences, invalid values, counter restarts, implausible jumps (held,
+//! confirmed or dropped), forgotten sources, coarse battery rounding, time
+//! gaps, flushes and restarts from the saved state with a known or unknown
+//! downtime.
 
 use std::time::{Duration, Instant};
 
@@ -31,10 +33,17 @@ enum Op {
     Wait(u64),
     /// SIGTERM-style flush.
     Flush,
-    /// Stop after a flush and start again from the saved line.
-    Restart,
-    /// Crash: start again from the last saved line (or from zero).
-    Crash,
+    /// Stop after a flush, stay down this many ms, and start again from the
+    /// saved line, telling the tracker how long it was down.
+    Restart(u64),
+    /// Crash: start again from the last saved line (or from zero); whether
+    /// the driver knows the downtime (zero) or not.
+    Crash(bool),
+    /// The source is a new device: the tracker forgets its counter.
+    Forget(usize),
+    /// The source publishes this many Wh above its true counter once (a
+    /// glitch), then its true value again.
+    Glitch(usize, u64),
 }
 
 fn source() -> impl Strategy<Value = usize> {
@@ -51,8 +60,10 @@ fn op() -> impl Strategy<Value = Op> {
         2 => source().prop_map(Op::Reset),
         20 => prop_oneof![0u64..3000, 0u64..200_000].prop_map(Op::Wait),
         2 => Just(Op::Flush),
-        2 => Just(Op::Restart),
-        2 => Just(Op::Crash),
+        2 => (0u64..600_000).prop_map(Op::Restart),
+        2 => any::<bool>().prop_map(Op::Crash),
+        1 => source().prop_map(Op::Forget),
+        1 => (source(), 1u64..2_000_000).prop_map(|(s, wh)| Op::Glitch(s, wh)),
     ]
 }
 
@@ -69,29 +80,75 @@ fn shown(source: usize, true_wh: u64, noise: bool) -> (u64, f64) {
     }
 }
 
+/// The most a counter may plausibly gain in `elapsed`, stated here from the
+/// documented rule: the maximum power for all that time, rounded up to a
+/// whole Wh, plus the jitter tolerance and 2 Wh.
+fn plausible(config: &FlowConfig, elapsed: Duration) -> u64 {
+    let wh = u128::from(config.max_power_w)
+        .checked_mul(elapsed.as_nanos())
+        .map_or(u128::MAX, |e| e.div_ceil(3_600_000_000_000));
+    u64::try_from(wh)
+        .unwrap_or(u64::MAX)
+        .saturating_add(config.backwards_tolerance_wh)
+        .saturating_add(2)
+}
+
 /// An independent statement of what a source has counted: the energy since
-/// the tracker's saved state, by the documented rule (rises count, a drop
-/// within the tolerance is jitter, a larger drop restarts from zero).
+/// the tracker's saved state, by the documented rule. A rise counts when it
+/// is plausible for the time since the reference was last seen (any rise when
+/// that time is unknown); an implausible rise is held, and replaces the
+/// reference without counting when the next reading goes on plausibly from
+/// it; a drop within the tolerance is jitter; a larger drop is a restart
+/// whose new value counts when plausible, else it replaces the reference.
 #[derive(Clone, Copy, Debug, Default)]
 struct Seen {
     high: Option<u64>,
+    /// When the reference was last seen, and the unseen time before that;
+    /// `None`: unknown.
+    at: Option<(Instant, Duration)>,
+    held: Option<(u64, Instant)>,
     energy: u64,
 }
 
 impl Seen {
-    fn see(&mut self, wh: u64, tolerance: u64) {
-        match self.high {
-            None => self.high = Some(wh),
-            Some(h) if wh >= h => {
+    fn see(&mut self, now: Instant, wh: u64, config: &FlowConfig) {
+        let Some(h) = self.high else {
+            self.high = Some(wh);
+            self.at = Some((now, Duration::ZERO));
+            return;
+        };
+        let bound = self
+            .at
+            .map(|(at, before)| plausible(config, now.saturating_duration_since(at).saturating_add(before)));
+        let held = self.held.take();
+        if wh >= h {
+            if bound.is_none_or(|b| wh - h <= b) {
                 self.energy += wh - h;
                 self.high = Some(wh);
-            }
-            Some(h) if h - wh <= tolerance => {}
-            Some(_) => {
-                self.energy += wh;
+                self.at = Some((now, Duration::ZERO));
+            } else if held
+                .is_some_and(|(x, t)| wh >= x && wh - x <= plausible(config, now.saturating_duration_since(t)))
+            {
                 self.high = Some(wh);
+                self.at = Some((now, Duration::ZERO));
+            } else {
+                self.held = Some((wh, now));
             }
+        } else if h - wh <= config.backwards_tolerance_wh {
+            self.at = Some((now, Duration::ZERO));
+        } else {
+            if bound.is_some_and(|b| wh <= b) {
+                self.energy += wh;
+            }
+            self.high = Some(wh);
+            self.at = Some((now, Duration::ZERO));
         }
+    }
+
+    fn forget(&mut self) {
+        self.high = None;
+        self.at = None;
+        self.held = None;
     }
 }
 
@@ -162,7 +219,11 @@ impl World {
 
     fn deliver(&mut self, s: usize) {
         let (wh, kwh) = shown(s, self.truth[s], true);
-        self.seen[s].see(wh, self.config.backwards_tolerance_wh);
+        self.show(s, wh, kwh);
+    }
+
+    fn show(&mut self, s: usize, wh: u64, kwh: f64) {
+        self.seen[s].see(self.now, wh, &self.config);
         self.tracker.reading(self.now, Source::ALL[s], Some(kwh));
     }
 
@@ -180,18 +241,28 @@ impl World {
         saved
     }
 
-    /// Start a new tracker from a saved line; the sources' counted energy
-    /// restarts from that state too.
-    fn start_from(&mut self, line: Option<String>) {
+    /// Start a new tracker from a saved line, `downtime` after the save
+    /// (`None`: unknown); the sources' counted energy restarts from that
+    /// state too.
+    fn start_from(&mut self, line: Option<String>, downtime: Option<Duration>) {
         let state = match line {
             Some(l) => FlowState::parse(&l).expect("a saved line parses"),
             None => FlowState::default(),
         };
         self.tracker = FlowTracker::new(self.config, state);
+        if let Some(d) = downtime {
+            self.tracker.set_downtime(self.now, d);
+        }
         assert_eq!(self.tracker.flows(), state.flows);
         self.floor = state.flows;
         for s in 0..3 {
-            self.seen[s].high = state.counter(Source::ALL[s]);
+            let high = state.counter(Source::ALL[s]);
+            self.seen[s] = Seen {
+                high,
+                at: high.and(downtime).map(|d| (self.now, d)),
+                held: None,
+                energy: 0,
+            };
         }
         self.seen[AC_IN].energy = state.flows.ac_in_wh();
         self.seen[AC_OUT].energy = state.flows.ac_out_wh();
@@ -217,13 +288,25 @@ impl World {
             Op::Flush => {
                 self.flush_and_check();
             }
-            Op::Restart => {
+            Op::Restart(down_ms) => {
                 let saved = self.flush_and_check();
-                self.start_from(Some(saved.to_line()));
+                let down = Duration::from_millis(down_ms);
+                self.now += down;
+                self.start_from(Some(saved.to_line()), Some(down));
             }
-            Op::Crash => {
+            Op::Crash(known) => {
                 let line = self.saved_line.clone();
-                self.start_from(line);
+                self.start_from(line, known.then_some(Duration::ZERO));
+            }
+            Op::Forget(s) => {
+                self.seen[s].forget();
+                self.tracker.forget(self.now, Source::ALL[s]);
+            }
+            Op::Glitch(s, extra) => {
+                let (wh, _) = shown(s, self.truth[s], false);
+                let wrong = wh + extra;
+                self.show(s, wrong, wrong as f64 / 1000.0);
+                self.deliver(s);
             }
         }
         self.drain();
@@ -231,10 +314,25 @@ impl World {
 }
 
 fn config() -> impl Strategy<Value = FlowConfig> {
-    (0u64..5000, 1u64..120_000, 0u64..30).prop_map(|(settle, save, tolerance)| FlowConfig {
-        settle: Duration::from_millis(settle),
-        save_within: Duration::from_millis(save),
-        backwards_tolerance_wh: tolerance,
+    (
+        0u64..5000,
+        1u64..120_000,
+        0u64..30,
+        prop_oneof![1u64..5_000, 5_000u64..200_000, Just(u64::MAX)],
+    )
+        .prop_map(|(settle, save, tolerance, max_power_w)| FlowConfig {
+            settle: Duration::from_millis(settle),
+            save_within: Duration::from_millis(save),
+            backwards_tolerance_wh: tolerance,
+            max_power_w,
+        })
+}
+
+/// Settings under which every rise is plausible: no jump is ever held.
+fn unbounded_config() -> impl Strategy<Value = FlowConfig> {
+    config().prop_map(|c| FlowConfig {
+        max_power_w: u64::MAX,
+        ..c
     })
 }
 
@@ -254,7 +352,8 @@ proptest! {
 
     /// Conservation against the documented source rule, exactly, and
     /// monotonic flows, through absences, invalid values, restarts from zero,
-    /// unseen counting, gaps, flushes, restarts and crashes.
+    /// implausible jumps and glitches, forgotten sources, unseen counting,
+    /// gaps, flushes, restarts and crashes.
     #[test]
     fn flows_conserve_energy_and_never_decrease(
         config in config(),
@@ -271,14 +370,15 @@ proptest! {
         w.flush_and_check();
     }
 
-    /// Without counter restarts or crashes, the flows add up to the true
-    /// energy through each AC meter since its first reading, exactly,
-    /// whatever the gaps, absences and battery rounding.
+    /// Without counter restarts, crashes, glitches or forgotten sources, and
+    /// with no power bound, the flows add up to the true energy through each
+    /// AC meter since its first reading, exactly, whatever the gaps,
+    /// absences and battery rounding.
     #[test]
     fn flows_add_up_to_the_meters(
-        config in config(),
-        ops in proptest::collection::vec(op().prop_filter("no restarts from zero or crashes", |o| {
-            !matches!(o, Op::Reset(_) | Op::Crash)
+        config in unbounded_config(),
+        ops in proptest::collection::vec(op().prop_filter("no restarts from zero, crashes, glitches or forgetting", |o| {
+            !matches!(o, Op::Reset(_) | Op::Crash(_) | Op::Forget(_) | Op::Glitch(..))
         }), 0..200),
     ) {
         let mut w = World::new(config);
@@ -286,9 +386,13 @@ proptest! {
         for op in &ops {
             if let Op::Count(s, wh) = *op {
                 first[s].get_or_insert(w.truth[s] + wh);
+                // A moment passes before each reading: with no power bound, any
+                // rise over any time is then plausible.
+                w.run(&Op::Wait(1));
             }
             w.run(op);
         }
+        w.run(&Op::Wait(1));
         for (s, first) in first.iter_mut().enumerate() {
             first.get_or_insert(w.truth[s]);
             w.deliver(s);
@@ -301,10 +405,11 @@ proptest! {
     /// Any value, any timing: no panic, flows never decrease.
     #[test]
     fn any_input_is_safe(
-        config in (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(a, b, c)| FlowConfig {
+        config in (any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(a, b, c, d)| FlowConfig {
             settle: Duration::from_nanos(a),
             save_within: Duration::from_nanos(b),
             backwards_tolerance_wh: c,
+            max_power_w: d,
         }),
         inputs in proptest::collection::vec((source(), proptest::option::of(any::<f64>()), any::<u32>()), 0..100),
     ) {
@@ -333,13 +438,14 @@ proptest! {
     #[test]
     fn state_lines_round_trip(
         flows in (any::<u64>(), any::<u64>(), any::<u64>()),
-        counters in (any::<Option<u64>>(), any::<Option<u64>>(), any::<Option<u64>>()),
+        counters in (any::<Option<u64>>(), any::<Option<u64>>(), any::<Option<u64>>(), any::<Option<u64>>()),
     ) {
         let s = FlowState {
             flows: Flows { ac_in_to_ac_out_wh: flows.0, ac_in_to_inverter_wh: flows.1, inverter_to_ac_out_wh: flows.2 },
             ac_in_wh: counters.0,
             ac_out_wh: counters.1,
             battery_wh: counters.2,
+            saved_at_unix_s: counters.3,
         };
         prop_assert_eq!(FlowState::parse(&s.to_line()), Ok(s));
     }
