@@ -18,6 +18,26 @@
 //! when their addresses are joined with `+`, in phase order L1, L2, L3:
 //! `1+2+3:016:grid` (or `1+2+3 016 grid`) is one service named after
 //! address 1.
+//!
+//! # Sections
+//!
+//! One file configures every program of the project: a line `[name]` starts
+//! a section that belongs to one program, up to the next header. The meter
+//! lines are those before the first header, and those of a `[meters]`
+//! section (pzem-dbus's). Each program reads its own sections and ignores
+//! the others' contents ([`split_sections`]); a malformed header is an
+//! error for every program, since no one can tell whose lines follow it.
+//! Sections other than the meters hold `key = value` lines (or `key value`),
+//! read with [`section_entries`]:
+//!
+//! ```text
+//! 1 016 grid
+//! 2 016 acload
+//!
+//! [energy]
+//! ac-in  = com.victronenergy.grid.pzem_ttyUSB0_1
+//! ac-out = com.victronenergy.acload.pzem_ttyUSB0_2
+//! ```
 
 use std::fmt;
 
@@ -168,19 +188,170 @@ pub fn parse_address_and_model(address: &str, model: &str) -> Result<(Address, M
     Ok((address, model))
 }
 
-/// Parse a config file's text; an error names the line.
+/// Parse a config file's meters (the lines before the first section header
+/// and in `[meters]`; other sections are not looked at); an error names the
+/// line.
 pub fn parse_config(text: &str) -> Result<Vec<MeterSpec>, SpecError> {
+    let file = split_sections(text)?;
     let mut meters: Vec<MeterSpec> = Vec::new();
-    for (n, line) in text.lines().enumerate() {
-        let line = line.split('#').next().unwrap_or("").trim();
-        if line.is_empty() {
-            continue;
-        }
-        let spec = MeterSpec::parse(line).map_err(|e| SpecError(format!("line {}: {e}", n + 1)))?;
-        check_unique(&meters, &spec).map_err(|e| SpecError(format!("line {}: {e}", n + 1)))?;
+    for (n, line) in &file.meter_lines {
+        let spec = MeterSpec::parse(line).map_err(|e| SpecError(format!("line {n}: {e}")))?;
+        check_unique(&meters, &spec).map_err(|e| SpecError(format!("line {n}: {e}")))?;
         meters.push(spec);
     }
     Ok(meters)
+}
+
+/// The name of the section that holds meter lines (besides the lines before
+/// the first header).
+pub const METERS_SECTION: &str = "meters";
+
+/// The sections the project's programs read; [`ConfigFile::unknown_sections`]
+/// lists the others (a typo, or a newer program's).
+pub const KNOWN_SECTIONS: [&str; 2] = [METERS_SECTION, "energy"];
+
+/// One `[name]` section other than the meters, its lines not interpreted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Section {
+    /// The name between the brackets.
+    pub name: String,
+    /// The line number of its header (1-based).
+    pub line: usize,
+    /// Its non-empty lines, comments removed and trimmed, with their line
+    /// numbers.
+    pub lines: Vec<(usize, String)>,
+}
+
+/// A config file split into meter lines and sections.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ConfigFile {
+    /// The meter lines (before the first header, and in `[meters]`), comments
+    /// removed and trimmed, with their line numbers.
+    pub meter_lines: Vec<(usize, String)>,
+    /// Every other section, in file order (a name may repeat).
+    pub sections: Vec<Section>,
+}
+
+impl ConfigFile {
+    /// Sections whose names no program of the project reads, with their
+    /// header lines: worth a warning (a typo such as `[enrgy]`).
+    pub fn unknown_sections(&self) -> impl Iterator<Item = &Section> {
+        self.sections
+            .iter()
+            .filter(|s| !KNOWN_SECTIONS.contains(&s.name.as_str()))
+    }
+}
+
+/// Split a config file into meter lines and sections. Only the headers are
+/// checked: `[name]` with a name of lower-case letters, digits and `-`; an
+/// error names the line and shows the fix.
+pub fn split_sections(text: &str) -> Result<ConfigFile, SpecError> {
+    let mut file = ConfigFile::default();
+    // `None`: in the meter lines.
+    let mut current: Option<usize> = None;
+    for (i, raw) in text.lines().enumerate() {
+        let n = i + 1;
+        let line = raw.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        if line.starts_with('[') || line.ends_with(']') {
+            let name = line
+                .strip_prefix('[')
+                .and_then(|l| l.strip_suffix(']'))
+                .map(str::trim)
+                .filter(|name| {
+                    !name.is_empty()
+                        && name
+                            .bytes()
+                            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                })
+                .ok_or_else(|| {
+                    SpecError(format!(
+                        "line {n}: '{line}' is not a section header; write it as [name] on a line of its own, \
+                         e.g. [energy]"
+                    ))
+                })?;
+            if name == METERS_SECTION {
+                current = None;
+            } else {
+                file.sections.push(Section {
+                    name: name.to_string(),
+                    line: n,
+                    lines: Vec::new(),
+                });
+                current = Some(file.sections.len() - 1);
+            }
+            continue;
+        }
+        match current {
+            None => file.meter_lines.push((n, line.to_string())),
+            Some(s) => file.sections[s].lines.push((n, line.to_string())),
+        }
+    }
+    Ok(file)
+}
+
+/// One `key = value` line of a section.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// Its line number (1-based), for error messages.
+    pub line: usize,
+    /// The key.
+    pub key: String,
+    /// The value, trimmed (never empty).
+    pub value: String,
+}
+
+/// The entries of section `[name]` of a config file, for the program that
+/// owns it; `Ok(None)` when the file has no such section. Each line is
+/// `key = value` or `key value`; an error names the line and the fix: a
+/// line without a value, a key not in `keys`, a key given twice, the
+/// section given twice.
+pub fn section_entries(text: &str, name: &str, keys: &[&str]) -> Result<Option<Vec<Entry>>, SpecError> {
+    let file = split_sections(text)?;
+    let mut found = file.sections.iter().filter(|s| s.name == name);
+    let Some(section) = found.next() else {
+        return Ok(None);
+    };
+    if let Some(again) = found.next() {
+        return Err(SpecError(format!(
+            "line {}: a second [{name}] section (the first is on line {}); put all its keys in one",
+            again.line, section.line
+        )));
+    }
+    let mut entries: Vec<Entry> = Vec::new();
+    for (n, line) in &section.lines {
+        let (key, value) = match line.split_once('=') {
+            Some((k, v)) => (k.trim(), v.trim()),
+            None => line
+                .split_once(char::is_whitespace)
+                .map_or((line.as_str(), ""), |(k, v)| (k.trim(), v.trim())),
+        };
+        if !keys.contains(&key) {
+            return Err(SpecError(format!(
+                "line {n}: unknown key '{key}' in [{name}]; the keys are {}",
+                keys.join(", ")
+            )));
+        }
+        if value.is_empty() {
+            return Err(SpecError(format!(
+                "line {n}: '{key}' has no value; write {key} = VALUE"
+            )));
+        }
+        if let Some(first) = entries.iter().find(|e| e.key == key) {
+            return Err(SpecError(format!(
+                "line {n}: '{key}' is given twice in [{name}] (first on line {}); keep one",
+                first.line
+            )));
+        }
+        entries.push(Entry {
+            line: *n,
+            key: key.to_string(),
+            value: value.to_string(),
+        });
+    }
+    Ok(Some(entries))
 }
 
 /// Refuse a second meter at an address already used (alone or in a group).
@@ -300,5 +471,101 @@ mod tests {
         let e = parse_config("1 016 grid\nfoo\n").unwrap_err();
         assert!(e.0.starts_with("line 2:"), "{e}");
         assert_eq!(parse_config("# nothing\n").unwrap(), vec![]);
+    }
+
+    const WITH_SECTIONS: &str = "\
+# meters first
+1 016 grid
+[energy]
+ac-in = com.victronenergy.grid.a   # the grid side
+ac-out com.victronenergy.acload.b
+this line is not a meter = and pzem-dbus does not care
+[meters]
+2 016 acload
+[future-thing]
+whatever
+";
+
+    #[test]
+    fn meters_ignore_other_sections() {
+        let m = parse_config(WITH_SECTIONS).unwrap();
+        assert_eq!(m.iter().map(|s| s.address.get()).collect::<Vec<_>>(), [1, 2]);
+        let e = parse_config("1 016 grid\n[meters]\n1 017\n").unwrap_err();
+        assert!(e.0.starts_with("line 3:") && e.0.contains("twice"), "{e}");
+        let file = split_sections(WITH_SECTIONS).unwrap();
+        assert_eq!(
+            file.meter_lines,
+            [(2, "1 016 grid".to_string()), (8, "2 016 acload".to_string())]
+        );
+        assert_eq!(file.sections.len(), 2);
+        assert_eq!(file.sections[0].line, 3);
+        assert_eq!(
+            file.sections[0].lines[0],
+            (4, "ac-in = com.victronenergy.grid.a".to_string())
+        );
+        assert_eq!(
+            file.unknown_sections().map(|s| s.name.as_str()).collect::<Vec<_>>(),
+            ["future-thing"]
+        );
+    }
+
+    #[test]
+    fn malformed_headers_are_errors_for_everyone() {
+        for bad in ["[energy", "energy]", "[Energy]", "[]", "[en ergy]", "[a] b"] {
+            let text = format!("1 016 grid\n{bad}\n");
+            let e = parse_config(&text).unwrap_err();
+            assert!(e.0.starts_with("line 2:") && e.0.contains("[name]"), "{bad}: {e}");
+            assert!(section_entries(&text, "energy", &[]).is_err());
+        }
+        assert!(
+            split_sections("[ energy ]\n").is_ok(),
+            "spaces inside the brackets are fine"
+        );
+    }
+
+    #[test]
+    fn section_entries_name_the_line_and_the_fix() {
+        let keys = ["ac-in", "ac-out", "state"];
+        let text = "[energy]\nac-in = a.b\nac-out   c.d\n";
+        let e = section_entries(text, "energy", &keys).unwrap().unwrap();
+        assert_eq!(
+            e,
+            [
+                Entry {
+                    line: 2,
+                    key: "ac-in".into(),
+                    value: "a.b".into()
+                },
+                Entry {
+                    line: 3,
+                    key: "ac-out".into(),
+                    value: "c.d".into()
+                }
+            ]
+        );
+        assert_eq!(section_entries("1 016\n", "energy", &keys).unwrap(), None);
+        let err = |t: &str| section_entries(t, "energy", &keys).unwrap_err().0;
+        assert_eq!(
+            err("[energy]\nacin = x\n"),
+            "line 2: unknown key 'acin' in [energy]; the keys are ac-in, ac-out, state"
+        );
+        assert_eq!(
+            err("[energy]\n\nstate =\n"),
+            "line 3: 'state' has no value; write state = VALUE"
+        );
+        assert_eq!(
+            err("[energy]\nstate\n"),
+            "line 2: 'state' has no value; write state = VALUE"
+        );
+        assert_eq!(
+            err("[energy]\nstate = a\nstate = b\n"),
+            "line 3: 'state' is given twice in [energy] (first on line 2); keep one"
+        );
+        assert_eq!(
+            err("[energy]\nstate = a\n[energy]\n"),
+            "line 3: a second [energy] section (the first is on line 1); put all its keys in one"
+        );
+        // The meters are not the energy section's business.
+        assert!(section_entries("1 018 nonsense\n[energy]\nstate = s\n", "energy", &keys).is_ok());
     }
 }
