@@ -85,6 +85,12 @@ impl Conn {
         self.channel.send(msg).map(drop).map_err(|()| BusError::Disconnected)
     }
 
+    /// Queues a method call without waiting for its reply; returns the call's serial, which
+    /// the reply names as its reply serial when it comes out of [`Conn::next_message`].
+    pub fn send_call(&self, msg: Message) -> Result<u32, BusError> {
+        self.channel.send(msg).map_err(|()| BusError::Disconnected)
+    }
+
     /// Writes everything queued for sending. Blocks only while the daemon's socket is full.
     pub fn flush(&self) {
         self.channel.flush();

@@ -13,6 +13,8 @@
 //!   service); name claimed after the tree is complete.
 //! - [`BusClient`]: `GetItems`/`GetValue`/`SetValue`/`AddSettings` on other services, and
 //!   their signals as [`Event`]s.
+//! - [`Follower`]: a few named services followed and read without ever blocking on them,
+//!   for a service that reads peers which read it back (systemcalc).
 //! - [`Watchable`]: the fd each connection wants polled, for a loop's one `poll(2)`;
 //!   [`Waiter`]/[`Waker`] for applications that feed the loop from other threads.
 //!
@@ -64,6 +66,7 @@
 mod client;
 mod conn;
 mod error;
+mod follower;
 mod introspect;
 mod localsettings;
 mod marshal;
@@ -80,6 +83,7 @@ pub mod testkit;
 pub use client::{BusClient, Event, VENUS_PREFIX};
 pub use conn::{Bus, Conn, DEFAULT_TIMEOUT};
 pub use error::BusError;
+pub use follower::{Followed, Follower};
 pub use localsettings::{SETTINGS_IFACE, SETTINGS_SERVICE, Setting, SettingResult};
 pub use marshal::{FIRST_SIGNAL_SERIAL, items_changed};
 pub use service::{SET_REFUSED, SET_REJECTED, Service, WriteHandler, WriteOutcome};
