@@ -154,7 +154,8 @@ impl Source {
         }
     }
 
-    fn index(self) -> usize {
+    /// Its position in [`Source::ALL`], for arrays indexed by source.
+    pub fn index(self) -> usize {
         match self {
             Source::AcIn => 0,
             Source::AcOut => 1,
@@ -814,6 +815,12 @@ impl FlowTracker {
     /// The configuration.
     pub fn config(&self) -> &FlowConfig {
         &self.config
+    }
+
+    /// Whether the last reading of `source` was a usable counter (not absent, not
+    /// invalid, and there was one since the tracker started).
+    pub fn is_present(&self, source: Source) -> bool {
+        self.tracks[source.index()].presence == Presence::Present
     }
 
     /// Source `source` now reads `kwh` (`None`: absent, i.e. its service is

@@ -57,7 +57,10 @@ mod state_file;
 pub mod tcp;
 mod transport;
 
-// The tools' internals (pzem-info, pzem-dbus): public for the binaries, not API.
+// The tools' internals (pzem-info, pzem-dbus, pzem-energy): public for the binaries, not API.
+#[cfg(all(feature = "dbus", unix))]
+#[doc(hidden)]
+pub mod flow_service;
 #[cfg(feature = "cli")]
 #[doc(hidden)]
 pub mod info;
