@@ -66,6 +66,9 @@
 //!   device), which becomes the reference with nothing booked
 //!   ([`FlowEvent::CounterReplaced`]); any other reading drops the held
 //!   value as a glitch ([`FlowEvent::JumpDropped`]) and counts as usual.
+//!   Venus services publish changes only, so a new counter that stays put
+//!   sends no further reading: a held value that no reading contradicts for
+//!   [`HOLD_FOR`] is confirmed as well.
 //!
 //! "Last seen" is the last reading that agreed with the reference (equal,
 //! above it, or within the jitter tolerance). For counters restored from a
@@ -129,6 +132,10 @@ use std::time::{Duration, Instant};
 /// The largest counter accepted, in Wh: 2^53, beyond which `f64` kWh
 /// values no longer resolve whole watt-hours.
 pub const MAX_COUNTER_WH: u64 = 1 << 53;
+
+/// How long a held jump waits for a reading that contradicts it before it is
+/// confirmed as a new counter ([`FlowEvent::CounterReplaced`]).
+pub const HOLD_FOR: Duration = Duration::from_secs(10);
 
 /// One of the three inputs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -586,7 +593,8 @@ pub enum FlowEvent {
     /// The counter jumped up by more than is plausible for the time since
     /// it was last seen: held back, nothing booked, until the next reading
     /// confirms it (then [`FlowEvent::CounterReplaced`]) or not
-    /// ([`FlowEvent::JumpDropped`]).
+    /// ([`FlowEvent::JumpDropped`]), or [`HOLD_FOR`] passes without one
+    /// (confirmed).
     JumpHeld {
         /// Which source.
         source: Source,
@@ -785,12 +793,14 @@ impl FlowTracker {
         }
     }
 
-    /// The saved state this tracker started from was written `downtime`
-    /// before `now` (the driver knows from [`FlowState::saved_at_unix_s`]
-    /// and the wall clock): the counters restored from it were last seen
-    /// then, which bounds what their first readings may book. Call it
-    /// before the first reading; it changes nothing for a source already
-    /// read.
+    /// The counters restored from the saved state were last seen at most
+    /// `downtime` before `now`, which bounds what their first readings may
+    /// book. The driver knows from [`FlowState::saved_at_unix_s`] and the
+    /// wall clock; since the counters are those of the last step before the
+    /// save, pass the time since the save plus [`FlowConfig::save_within`]
+    /// (and the stamp's resolution): too short a downtime refuses energy
+    /// that really flowed. Call it before the first reading; it changes
+    /// nothing for a source already read.
     pub fn set_downtime(&mut self, now: Instant, downtime: Duration) {
         for t in &mut self.tracks {
             if t.presence == Presence::Unheard && t.high.is_some() {
@@ -952,19 +962,42 @@ impl FlowTracker {
     }
 
     /// When [`FlowTracker::handle_timeout`] should be called next: the
-    /// step's settle deadline or the save deadline, whichever is first.
+    /// step's settle deadline, the save deadline or the end of a hold,
+    /// whichever is first.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let settle = deadline(self.changed_since, self.config.settle);
         let save = deadline(self.dirty_since, self.config.save_within);
-        match (settle, save) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+        let holds = self
+            .tracks
+            .iter()
+            .filter_map(|t| deadline(t.held.map(|h| h.1), HOLD_FOR));
+        [settle, save].into_iter().flatten().chain(holds).min()
+    }
+
+    /// Confirm the holds that ran [`HOLD_FOR`] without a contradicting
+    /// reading by `now`.
+    fn confirm_holds(&mut self, now: Instant) {
+        for (track, source) in self.tracks.iter_mut().zip(Source::ALL) {
+            let Some((wh, at)) = track.held else { continue };
+            let Some(end) = deadline(Some(at), HOLD_FOR).filter(|d| *d <= now) else {
+                continue;
+            };
+            track.held = None;
+            self.events.push_back(FlowEvent::CounterReplaced {
+                source,
+                from_wh: track.high.unwrap_or(0),
+                to_wh: wh,
+            });
+            track.high = Some(wh);
+            track.seen = Some(LastSeen::now(end));
+            self.changed_since.get_or_insert(end);
         }
     }
 
-    /// Book the step and ask for the save that are due by `now` (calling it
-    /// early or more than once does no harm).
+    /// Book the step, confirm the holds and ask for the save that are due
+    /// by `now` (calling it early or more than once does no harm).
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.confirm_holds(now);
         if let Some(deadline) = deadline(self.changed_since, self.config.settle).filter(|d| *d <= now) {
             // Booked as of its deadline, even when the driver is late.
             self.step(deadline);
@@ -1553,7 +1586,7 @@ mod tests {
                 to_wh: 900_000
             }]
         );
-        assert_eq!(t.poll_timeout(), None, "nothing booked, nothing to step or save");
+        assert_eq!(t.poll_timeout(), Some(t2 + HOLD_FOR), "nothing booked; the hold's end");
         t.reading(t2 + S, Source::Battery, Some(900.01));
         assert_eq!(
             events(&drain(&mut t)),
@@ -1568,6 +1601,35 @@ mod tests {
         assert_eq!(t.state().battery_wh, Some(900_010));
         assert_eq!(t.flows(), flows(0, 0, 200));
         assert!(t.poll_timeout().is_some(), "the new counter is saved");
+    }
+
+    #[test]
+    fn a_held_jump_that_stays_put_is_confirmed_after_a_while() {
+        let t0 = Instant::now();
+        let mut t = primed(t0, 1.0, 1.0, 800.0);
+        let t1 = t0 + 10 * M;
+        // A replaced monitor whose counter then stays put: no further reading comes.
+        t.reading(t1, Source::Battery, Some(900.0));
+        assert!(matches!(events(&drain(&mut t))[..], [FlowEvent::JumpHeld { .. }]));
+        assert_eq!(t.poll_timeout(), Some(t1 + HOLD_FOR));
+        t.handle_timeout(t1 + HOLD_FOR - Duration::from_millis(1));
+        assert!(drain(&mut t).is_empty());
+        t.handle_timeout(t1 + HOLD_FOR);
+        assert_eq!(
+            events(&drain(&mut t)),
+            vec![FlowEvent::CounterReplaced {
+                source: Source::Battery,
+                from_wh: 800_000,
+                to_wh: 900_000
+            }]
+        );
+        // The new reference is stepped and saved; counting goes on from it.
+        t.handle_timeout(t1 + HOLD_FOR + 2 * S);
+        assert_eq!(t.state().battery_wh, Some(900_000));
+        assert_eq!(
+            cycle(&mut t, t1 + 2 * M, [Some(1.0), Some(1.1), Some(900.1)]),
+            Some(flows(0, 0, 100))
+        );
     }
 
     #[test]

@@ -14,6 +14,10 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
+/// The size of the kernel's signal set (`_NSIG / 8`), which the raw `epoll_pwait2` system
+/// call takes with the mask.
+const KERNEL_SIGSET_BYTES: usize = 8;
+
 /// One listed descriptor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Entry {
@@ -27,7 +31,6 @@ struct Entry {
 
 /// Descriptors to wait on, listed again before each wait; allocation-free
 /// once it has grown.
-#[derive(Debug)]
 pub struct PollSet {
     epoll: OwnedFd,
     /// What the caller listed for the coming wait.
@@ -38,6 +41,19 @@ pub struct PollSet {
     events: Vec<libc::epoll_event>,
     /// `epoll_pwait2` is missing (kernel older than 5.11).
     no_pwait2: bool,
+    /// The signal mask during the wait (`None`: the thread's own).
+    wait_mask: Option<libc::sigset_t>,
+}
+
+impl std::fmt::Debug for PollSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PollSet")
+            .field("wanted", &self.wanted)
+            .field("registered", &self.registered)
+            .field("no_pwait2", &self.no_pwait2)
+            .field("wait_mask", &self.wait_mask.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl PollSet {
@@ -56,7 +72,15 @@ impl PollSet {
             ready: Vec::with_capacity(16),
             events: vec![libc::epoll_event { events: 0, u64: 0 }; 16],
             no_pwait2: false,
+            wait_mask: None,
         })
+    }
+
+    /// Wait with this signal mask in place of the thread's (the kernel swaps it in and out
+    /// atomically around the wait). A loop that blocks its stop signals everywhere else and
+    /// unblocks them here can never miss one between checking its stop flag and waiting.
+    pub fn set_wait_mask(&mut self, mask: Option<libc::sigset_t>) {
+        self.wait_mask = mask;
     }
 
     /// Start listing the descriptors for the next wait.
@@ -158,6 +182,10 @@ impl PollSet {
         let max = self.events.len().min(i32::MAX as usize) as libc::c_int;
         let events = self.events.as_mut_ptr();
         let epfd = self.epoll.as_raw_fd();
+        let mask = self
+            .wait_mask
+            .as_ref()
+            .map_or(std::ptr::null(), |m| m as *const libc::sigset_t);
         let n = if self.no_pwait2 {
             -1
         } else {
@@ -167,8 +195,10 @@ impl PollSet {
                 tv_nsec: t.subsec_nanos() as libc::c_long,
             });
             let spec_ptr = spec.as_ref().map_or(std::ptr::null(), |s| s as *const libc::timespec);
-            // SAFETY: the events buffer holds `max` entries, the timespec (if any) lives
-            // across the call, and a null signal mask keeps the current one.
+            // SAFETY: the events buffer holds `max` entries, the timespec and the mask (if
+            // any) live across the call, and a null signal mask keeps the current one. The
+            // kernel reads `_NSIG / 8` bytes of the mask (the size passed), fewer than a
+            // libc sigset_t holds.
             unsafe {
                 libc::syscall(
                     libc::SYS_epoll_pwait2,
@@ -176,16 +206,16 @@ impl PollSet {
                     events,
                     max,
                     spec_ptr,
-                    std::ptr::null::<libc::sigset_t>(),
-                    0usize,
+                    mask,
+                    if mask.is_null() { 0usize } else { KERNEL_SIGSET_BYTES },
                 ) as libc::c_int
             }
         };
         let n = if n < 0 && (self.no_pwait2 || io::Error::last_os_error().raw_os_error() == Some(libc::ENOSYS)) {
             self.no_pwait2 = true;
             let ms = timeout.map_or(-1, |t| i32::try_from(t.as_micros().div_ceil(1000)).unwrap_or(i32::MAX));
-            // SAFETY: as above.
-            unsafe { libc::epoll_wait(epfd, events, max, ms) }
+            // SAFETY: as above; glibc's epoll_pwait passes the mask's kernel size itself.
+            unsafe { libc::epoll_pwait(epfd, events, max, ms, mask) }
         } else {
             n
         };

@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
-use pzem::energy_flow::{FlowConfig, FlowState, FlowTracker, Flows, Output, Source, split};
+use pzem::energy_flow::{FlowConfig, FlowState, FlowTracker, Flows, HOLD_FOR, Output, Source, split};
 
 const AC_IN: usize = 0;
 const AC_OUT: usize = 1;
@@ -100,6 +100,8 @@ fn plausible(config: &FlowConfig, elapsed: Duration) -> u64 {
 /// reference without counting when the next reading goes on plausibly from
 /// it; a drop within the tolerance is jitter; a larger drop is a restart
 /// whose new value counts when plausible, else it replaces the reference.
+/// A held value that no reading contradicts for `HOLD_FOR` replaces the
+/// reference (seen at the end of the hold) without counting.
 #[derive(Clone, Copy, Debug, Default)]
 struct Seen {
     high: Option<u64>,
@@ -111,7 +113,19 @@ struct Seen {
 }
 
 impl Seen {
+    /// Confirm a hold that ran its time by `now`.
+    fn settle(&mut self, now: Instant) {
+        if let Some((x, t)) = self.held
+            && t + HOLD_FOR <= now
+        {
+            self.held = None;
+            self.high = Some(x);
+            self.at = Some((t + HOLD_FOR, Duration::ZERO));
+        }
+    }
+
     fn see(&mut self, now: Instant, wh: u64, config: &FlowConfig) {
+        self.settle(now);
         let Some(h) = self.high else {
             self.high = Some(wh);
             self.at = Some((now, Duration::ZERO));
@@ -230,6 +244,9 @@ impl World {
     /// Flush and check that the saved state holds exactly what the sources
     /// counted: both sum relations and every counter.
     fn flush_and_check(&mut self) -> FlowState {
+        for s in &mut self.seen {
+            s.settle(self.now);
+        }
         self.tracker.flush(self.now);
         let saved = self.drain().expect("flush asks to save");
         assert_eq!(saved, self.tracker.state());

@@ -39,8 +39,9 @@ fn unix_now() -> Option<u64> {
 }
 
 /// Load the state file (see the state-file module for the fallbacks) and log what was
-/// found. Returns the state, how long ago it was saved when the wall clock can tell, and
-/// whether it must be written back at once (it came from a fallback copy).
+/// found. Returns the state, how long ago it was saved (whole seconds, rounded down) when
+/// the wall clock can tell, and whether it must be written back at once (it came from a
+/// fallback copy).
 pub fn load_state(path: &std::path::Path) -> (FlowState, Option<Duration>, bool) {
     let loaded = state_file::load(path, FlowState::parse);
     for note in &loaded.notes {
@@ -82,9 +83,49 @@ pub fn load_state(path: &std::path::Path) -> (FlowState, Option<Duration>, bool)
     (state, downtime, !loaded.notes.is_empty())
 }
 
-/// Run until stopped (`stop` set by a signal handler); returns why it stopped.
+/// Blocks SIGTERM and SIGINT in this thread; returns the mask it had, to wait with (so the
+/// signals are delivered only while the loop waits, never between its check of the stop
+/// flag and the wait), and to restore.
+fn block_stop_signals() -> Option<libc::sigset_t> {
+    // SAFETY: sigset_t is plain data; the calls get valid pointers to locals.
+    unsafe {
+        let mut stop: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut stop);
+        libc::sigaddset(&mut stop, libc::SIGTERM);
+        libc::sigaddset(&mut stop, libc::SIGINT);
+        if libc::pthread_sigmask(libc::SIG_BLOCK, &stop, &mut old) != 0 {
+            return None;
+        }
+        libc::sigdelset(&mut old, libc::SIGTERM);
+        libc::sigdelset(&mut old, libc::SIGINT);
+        Some(old)
+    }
+}
+
+fn restore_signals(mask: Option<libc::sigset_t>) {
+    if let Some(mask) = mask {
+        // SAFETY: a valid mask from block_stop_signals.
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &mask, std::ptr::null_mut()) };
+    }
+}
+
+/// Run until stopped (`stop` set by a handler of SIGTERM or SIGINT); returns why it
+/// stopped. SIGTERM and SIGINT are blocked in this thread except while it waits, so a stop
+/// request is never missed; the mask is restored on return.
 pub fn run(config: &Config, stop: &AtomicBool) -> ExitReason {
-    let (state, downtime, save_at_once) = load_state(&config.state_path);
+    let wait_mask = block_stop_signals();
+    let reason = run_loop(config, stop, wait_mask);
+    restore_signals(wait_mask);
+    reason
+}
+
+fn run_loop(config: &Config, stop: &AtomicBool, wait_mask: Option<libc::sigset_t>) -> ExitReason {
+    let (state, saved_ago, save_at_once) = load_state(&config.state_path);
+    // An upper bound of the time since the saved counters were last seen, as the tracker
+    // needs it: they can be up to `save_within` older than the save, and the stamp has
+    // whole seconds.
+    let downtime = saved_ago.map(|d| d + config.service.flow.save_within + Duration::from_secs(1));
     let follower = match Follower::new(&config.bus) {
         Ok(f) => f,
         Err(e) => {
@@ -93,13 +134,14 @@ pub fn run(config: &Config, stop: &AtomicBool) -> ExitReason {
         }
     };
     let mut machine = FlowService::new(config.service.clone(), state, Instant::now(), downtime, save_at_once);
-    let poll = match PollSet::new() {
+    let mut poll = match PollSet::new() {
         Ok(p) => p,
         Err(e) => {
             log::error!("cannot wait on descriptors: {e}");
             return ExitReason::BusLost;
         }
     };
+    poll.set_wait_mask(wait_mask);
     let mut edge = Edge {
         config,
         follower,
@@ -159,6 +201,12 @@ impl Edge<'_> {
                     return reason;
                 }
             }
+            if stop.load(Ordering::Relaxed) && !self.stopping {
+                // Asked before the signals were blocked, or while a command ran.
+                log::info!("stopping");
+                self.shut(machine, ExitReason::Stopped);
+                continue;
+            }
             self.poll.clear();
             let w = self.follower.watch();
             let follower = self.poll.push(w.fd, FOLLOWER_KEY, w.read, w.write);
@@ -187,11 +235,6 @@ impl Edge<'_> {
                 continue;
             }
             let now = Instant::now();
-            if stop.load(Ordering::Relaxed) && !self.stopping {
-                log::info!("stopping");
-                self.shut(machine, ExitReason::Stopped);
-                continue;
-            }
             if self.poll.is_ready(follower) || self.follower.has_backlog() {
                 self.followed.clear();
                 if let Err(e) = self.follower.poll_events(&mut self.followed) {
