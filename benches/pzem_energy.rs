@@ -99,7 +99,13 @@ impl Run {
         let bus = PrivateBus::start().unwrap();
         let settings = SettingsDouble::start(&bus.bus()).unwrap();
         let b = bus.bus();
-        let multi = DeviceDouble::multi(&b, "com.victronenergy.vebus.ttyS4", MULTI_INSTANCE, MULTI_MK2_CONNECTION).unwrap();
+        let multi = DeviceDouble::multi(
+            &b,
+            "com.victronenergy.vebus.ttyS4",
+            MULTI_INSTANCE,
+            MULTI_MK2_CONNECTION,
+        )
+        .unwrap();
         let counters = [10_000, 20_000, 5_000];
         let grid = DeviceDouble::ac_meter(&b, GRID, 40, counters[0] as f64 / 1000.0).unwrap();
         let loads = DeviceDouble::ac_meter(&b, LOADS, 41, counters[1] as f64 / 1000.0).unwrap();
@@ -146,7 +152,11 @@ impl Run {
         let mut client = pzem::dbus::BusClient::new(&run._bus.bus()).unwrap();
         let deadline = Instant::now() + Duration::from_secs(15);
         while client.get_value(OURS, "/Connected").ok() != Some(Value::Int(1)) {
-            assert!(Instant::now() < deadline, "pzem-energy did not start:\n{}", run.proc.log_text());
+            assert!(
+                Instant::now() < deadline,
+                "pzem-energy did not start:\n{}",
+                run.proc.log_text()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         run.next_cycle = Instant::now() + Duration::from_secs(1);
@@ -201,7 +211,11 @@ impl Run {
         for task in std::fs::read_dir(&task_dir).unwrap().filter_map(|e| e.ok()) {
             let p = task.path();
             if let Ok(t) = std::fs::read_to_string(p.join("schedstat")) {
-                s.cpu_ns += t.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+                s.cpu_ns += t
+                    .split_whitespace()
+                    .next()
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0);
             }
             if let Ok(t) = std::fs::read_to_string(p.join("status")) {
                 s.voluntary += status_field(&t, "voluntary_ctxt_switches:");
@@ -253,7 +267,10 @@ impl Run {
         self.settle();
         // SAFETY: kill(2) on the PID of our own child, which is not reaped yet.
         unsafe { libc::kill(strace.pid() as libc::pid_t, libc::SIGINT) };
-        assert!(strace.wait_exit(Duration::from_secs(10)).is_some(), "strace did not stop");
+        assert!(
+            strace.wait_exit(Duration::from_secs(10)).is_some(),
+            "strace did not stop"
+        );
         let summary = std::fs::read_to_string(&out).unwrap_or_default();
         let mut by_name = BTreeMap::new();
         for line in summary.lines() {
@@ -310,7 +327,10 @@ fn main() {
     let bin = opt("--bin")
         .map(PathBuf::from)
         .unwrap_or_else(|| cargo_build_release(&["--bin", "pzem-energy"], "pzem-energy"));
-    println!("pzem-energy: {}   {seconds} steps per CPU window, 1 step/s", bin.display());
+    println!(
+        "pzem-energy: {}   {seconds} steps per CPU window, 1 step/s",
+        bin.display()
+    );
 
     // Steady: saved and published at most once a minute.
     let mut run = Run::start(&bin, 60_000);

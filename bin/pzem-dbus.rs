@@ -9,7 +9,7 @@ use std::time::Duration;
 use getopts::Options;
 use pzem::Line;
 use pzem::dbus::Bus;
-use pzem::venus::config::{MeterSpec, check_unique, parse_config};
+use pzem::venus::config::{MeterSpec, check_unique, parse_config, split_sections};
 use pzem::venus::discovery::{DEFAULT_RANGE, parse_range};
 use pzem::venus::meter_line::ExitReason;
 use pzem::venus::presence::DEFAULT_FAILURES;
@@ -235,6 +235,10 @@ fn configured_meters(matches: &getopts::Matches) -> Result<Option<Vec<MeterSpec>
         Ok(text) => {
             let specs = parse_config(&text).map_err(|e| format!("{path}: {e}"))?;
             if specs.is_empty() {
+                // Only other programs' sections (pzem-energy's [energy]): no meters configured.
+                if split_sections(&text).is_ok_and(|f| !f.sections.is_empty()) {
+                    return Ok(None);
+                }
                 return Err(format!("{path}: no meters in it (one ADDR MODEL ROLE per line)"));
             }
             Ok(Some(specs))

@@ -59,7 +59,10 @@ fn main() -> ExitCode {
         let watts = (p_out - p_in).max(0.0) + LOSSES_W;
         discharged_wh += watts * dt_h;
         let changes = [
-            ("/History/DischargedEnergy", Value::Double(discharged_wh.floor() / 1000.0)),
+            (
+                "/History/DischargedEnergy",
+                Value::Double(discharged_wh.floor() / 1000.0),
+            ),
             ("/Dc/0/Power", Value::Double(-watts.round())),
             ("/Dc/0/Current", Value::Double(-(watts / 52.4 * 10.0).round() / 10.0)),
         ];

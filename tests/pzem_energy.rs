@@ -71,8 +71,27 @@ struct Stack {
     runs: u32,
 }
 
+/// How pzem-dbus gets its meters.
+enum Meters {
+    /// `-m` flags.
+    Flags,
+    /// A config file with meter lines and an `[energy]` section for pzem-energy.
+    File,
+    /// A config file with only an `[energy]` section: pzem-dbus scans the line.
+    EnergyOnlyFile,
+}
+
 impl Stack {
     fn new(seed: u64) -> Stack {
+        Stack::build(seed, Meters::Flags)
+    }
+
+    /// The config file of [`Meters::File`] and [`Meters::EnergyOnlyFile`].
+    fn config_path(rig: &Rig) -> PathBuf {
+        rig.dir.path().join("pzem.conf")
+    }
+
+    fn build(seed: u64, how: Meters) -> Stack {
         let meters = [1u8, 2]
             .iter()
             .map(|&a| {
@@ -85,9 +104,26 @@ impl Stack {
         let sim = SimServer::pty(SimBus::new(meters, seed), Pacing::NONE).unwrap();
         let tty = sim.path().unwrap().to_owned();
         let mut rig = Rig::new(true);
-        let args = rig.args(&["-d", &tty], &["1:016:grid", "2:016:acload"], &[]);
-        let pzem_dbus = rig.start(PZEM_DBUS, "pzem-dbus", &args);
         let (grid, loads) = (service_name("grid", &tty, 1), service_name("acload", &tty, 2));
+        let energy = format!(
+            "[energy]\nac-in = {grid}\nac-out = {loads}   # the Multi's input and output\nbattery = {BATTERY}\n\
+             state = {}\nsettle-ms = 1000\nsave-ms = 500\nmax-power-w = 1000000\n",
+            rig.dir.path().join("flows.state").display()
+        );
+        let config = Stack::config_path(&rig);
+        let config = config.to_str().unwrap();
+        let args = match how {
+            Meters::Flags => rig.args(&["-d", &tty], &["1:016:grid", "2:016:acload"], &[]),
+            Meters::File => {
+                std::fs::write(config, format!("# meters\n1 016 grid\n2:016:acload\n\n{energy}")).unwrap();
+                rig.args(&["-d", &tty], &[], &["-c", config])
+            }
+            Meters::EnergyOnlyFile => {
+                std::fs::write(config, &energy).unwrap();
+                rig.args(&["-d", &tty], &[], &["-c", config, "--discover", "1-4"])
+            }
+        };
+        let pzem_dbus = rig.start(PZEM_DBUS, "pzem-dbus", &args);
         rig.monitor.wait_connected(&grid, 10 * SECOND);
         rig.monitor.wait_connected(&loads, 10 * SECOND);
         let battery = DeviceDouble::battery(&rig.bus.bus(), BATTERY, 512, START_BATTERY_KWH).unwrap();
@@ -693,6 +729,30 @@ fn conformance_and_malformed_calls_are_refused() {
     assert_eq!(items["/Energy/AcIn1ToAcOut"], Value::Double(0.0));
     assert_eq!(items["/CustomName"], Value::from("Multi flows"));
     assert_eq!(p.terminate(), Some(0));
+}
+
+#[test]
+fn one_config_file_configures_both_programs() {
+    for how in [Meters::File, Meters::EnergyOnlyFile] {
+        let mut s = Stack::build(29, how);
+        let config = Stack::config_path(&s.rig);
+        let args: Vec<String> = [
+            "--dbus",
+            s.rig.bus.address(),
+            "-c",
+            config.to_str().unwrap(),
+            "--settings-wait",
+            "2",
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+        let mut p = s.start(&args);
+        s.step(300, 100, 0);
+        s.wait_flows([100, 200, 0], "configured from the file");
+        assert_eq!(p.terminate(), Some(0));
+        assert!(s.state().exists(), "the state file named in the file");
+    }
 }
 
 #[test]
