@@ -619,6 +619,12 @@ impl FlowService {
     /// The system names `named` as the battery service.
     fn set_battery_service(&mut self, now: Instant, named: Option<String>) {
         let named = match named {
+            Some(n) if super::options::check_service(&n).is_err() => {
+                log::warn!(
+                    "{SYSTEM_SERVICE} names {n:?} as the battery, not a service name; the battery counts as absent"
+                );
+                None
+            }
             Some(n) if n == self.our_name() => {
                 log::error!(
                     "{SYSTEM_SERVICE} takes OUR service {n} as the battery; ignoring it (is the device instance \
@@ -1451,6 +1457,17 @@ mod tests {
             false,
         );
         assert_eq!(drain(&mut m), []);
+        for nonsense in ["com.victronenergy.battery/256", "not a name", "com.victronenergy..x"] {
+            items(
+                &mut m,
+                t0 + 3 * S,
+                SYSTEM_SERVICE,
+                &[(BATTERY_SERVICE_PATH, Value::from(nonsense))],
+                false,
+            );
+            assert_eq!(drain(&mut m), [], "{nonsense}");
+            assert_eq!(m.battery_service(), None);
+        }
         // The real Multi as the battery (no monitor): followed already as a VE.Bus device.
         appeared(&mut m, t0 + 4 * S, MULTI);
         drain(&mut m);

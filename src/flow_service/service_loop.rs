@@ -312,11 +312,12 @@ impl Edge<'_> {
                     self.bus_lost(machine, &format!("watching {ns}"), e);
                 }
             }
-            Command::Follow(service) => {
-                if let Err(e) = self.follower.follow(&service) {
-                    self.bus_lost(machine, &format!("following {service}"), e);
-                }
-            }
+            Command::Follow(service) => match self.follower.follow(&service) {
+                Ok(()) => {}
+                // Not a name the bus accepts (the machine checks names; this is a backstop).
+                Err(e @ crate::dbus::BusError::BadName(_)) => log::warn!("not following {service}: {e}"),
+                Err(e) => self.bus_lost(machine, &format!("following {service}"), e),
+            },
             Command::Unfollow(service) => {
                 if let Err(e) = self.follower.unfollow(&service) {
                     self.bus_lost(machine, &format!("unfollowing {service}"), e);
