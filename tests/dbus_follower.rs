@@ -180,6 +180,11 @@ fn a_namespace_is_listed_then_watched() {
     });
     assert!(!seen.iter().any(|e| matches!(e, Followed::Items { .. })), "{seen:?}");
     assert!(!seen.contains(&appeared(NAME)));
+    // Following a watched name that is there reports it again: following is what counts.
+    seen.clear();
+    f.follow(a).unwrap();
+    f.poll_events(&mut seen).unwrap();
+    assert_eq!(seen, [appeared(a)]);
 }
 
 #[test]

@@ -183,7 +183,12 @@ impl Follower {
         }
         self.followed.insert(service.to_owned(), ());
         if let Some(owner) = self.ask_owner(service)? {
-            self.note_owner(service, owner);
+            // Reported even when a watched namespace reported it before: following is
+            // what the caller acts on.
+            self.owners.insert(service.to_owned(), owner);
+            self.queued.push_back(Followed::Appeared {
+                service: service.to_owned(),
+            });
         }
         Ok(())
     }

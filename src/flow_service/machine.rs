@@ -482,10 +482,12 @@ impl FlowService {
             return;
         }
         let mut read = false;
+        // Read when it appears, not followed: a device instance changes only by
+        // re-registering (§9), which the namespace watch reports, and the Multi's own
+        // frequent signals are none of our business.
         if self.is_real_vebus(service) && !self.vebus.contains_key(service) {
             log::info!("{service}: a VE.Bus device; reading its device instance");
             self.vebus.insert(service.to_owned(), Vebus::default());
-            self.commands.push_back(Command::Follow(service.to_owned()));
             read = true;
         }
         for source in self.sources_of(service) {
@@ -507,7 +509,6 @@ impl FlowService {
         self.retries.remove(service);
         if self.vebus.remove(service).is_some() {
             log::info!("{service}: the VE.Bus device left the bus");
-            self.commands.push_back(Command::Unfollow(service.to_owned()));
             self.maybe_register(now);
         }
         for source in self.sources_of(service) {
@@ -640,7 +641,7 @@ impl FlowService {
         }
         let old = self.inputs[battery].service.take();
         if let Some(old) = &old {
-            if self.sources_of(old).is_empty() && !self.vebus.contains_key(old) && old != SYSTEM_SERVICE {
+            if self.sources_of(old).is_empty() && old != SYSTEM_SERVICE {
                 self.commands.push_back(Command::Unfollow(old.clone()));
                 self.reads.remove(old);
                 self.retries.remove(old);
@@ -655,9 +656,9 @@ impl FlowService {
         match &named {
             Some(n) => {
                 log::info!("battery monitor: {n} (named by {SYSTEM_SERVICE})");
-                if self.vebus.contains_key(n) || self.sources_of(n).len() > 1 {
-                    // Followed already: read it now.
-                    self.inputs[battery].present = true;
+                if let Some(other) = self.sources_of(n).into_iter().find(|s| *s != Source::Battery) {
+                    // Followed already for another input: no new appearance will come.
+                    self.inputs[battery].present = self.inputs[other.index()].present;
                     self.read(now, n);
                 } else {
                     self.commands.push_back(Command::Follow(n.clone()));
@@ -1110,10 +1111,7 @@ mod tests {
         assert_eq!(m.deadline(), Some(t0 + 3 * S), "the start-up wait");
         appeared(&mut m, t0, MULTI);
         appeared(&mut m, t0, OURS); // a leftover of ours is never a real Multi
-        assert_eq!(
-            drain(&mut m),
-            [Command::Follow(MULTI.into()), Command::ReadItems(MULTI.into())]
-        );
+        assert_eq!(drain(&mut m), [Command::ReadItems(MULTI.into())]);
         m.handle_followed(
             t0,
             Followed::Listed {
@@ -1163,10 +1161,7 @@ mod tests {
         // A second real Multi (an MK3-USB) appears above us.
         let usb = "com.victronenergy.vebus.ttyUSB0";
         appeared(&mut m, t0 + S, usb);
-        assert_eq!(
-            drain(&mut m),
-            [Command::Follow(usb.into()), Command::ReadItems(usb.into())]
-        );
+        assert_eq!(drain(&mut m), [Command::ReadItems(usb.into())]);
         items(&mut m, t0 + S, usb, &multi_items(289, "/dev/ttyUSB0"), true);
         assert_eq!(
             drain(&mut m),
@@ -1201,7 +1196,10 @@ mod tests {
         assert_eq!(drain(&mut m), [Command::SetCustomName("Energy".into())]);
         // A real one leaving changes nothing.
         m.handle_followed(t0 + 6 * S, Followed::Vanished { service: usb.into() });
-        assert_eq!(drain(&mut m), [Command::Unfollow(usb.into())]);
+        assert_eq!(drain(&mut m), []);
+        // One that re-registers (a new instance) is read again.
+        appeared(&mut m, t0 + 7 * S, usb);
+        assert_eq!(drain(&mut m), [Command::ReadItems(usb.into())]);
     }
 
     #[test]
@@ -1468,9 +1466,10 @@ mod tests {
             assert_eq!(drain(&mut m), [], "{nonsense}");
             assert_eq!(m.battery_service(), None);
         }
-        // The real Multi as the battery (no monitor): followed already as a VE.Bus device.
+        // The real Multi as the battery (no monitor): followed for that, and read when the
+        // follow finds it there.
         appeared(&mut m, t0 + 4 * S, MULTI);
-        drain(&mut m);
+        assert_eq!(drain(&mut m), [Command::ReadItems(MULTI.into())]);
         items(
             &mut m,
             t0 + 4 * S,
@@ -1478,6 +1477,8 @@ mod tests {
             &[(BATTERY_SERVICE_PATH, Value::from(MULTI))],
             false,
         );
+        assert_eq!(drain(&mut m), [Command::Follow(MULTI.into())]);
+        appeared(&mut m, t0 + 4 * S, MULTI);
         assert_eq!(drain(&mut m), [Command::ReadItems(MULTI.into())]);
         items(&mut m, t0 + 4 * S, MULTI, &multi_items(276, "/dev/ttyS4"), true);
         // It has no /History/DischargedEnergy: absent (and said once).
