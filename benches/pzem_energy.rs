@@ -62,8 +62,8 @@ fn tool_works(program: &str, args: &[&str]) -> bool {
 }
 
 /// The bus, the doubles, and pzem-energy.
+/// Fields drop in this order: the process first, the directory and bus last.
 struct Run {
-    dir: TempDir,
     proc: Proc,
     grid: DeviceDouble,
     loads: DeviceDouble,
@@ -75,6 +75,7 @@ struct Run {
     _multi: DeviceDouble,
     _settings: SettingsDouble,
     _bus: PrivateBus,
+    dir: TempDir,
 }
 
 /// CPU and context switches of a process at one moment.

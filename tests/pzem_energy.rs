@@ -57,18 +57,21 @@ fn ac(energy_wh: u32) -> AcReading {
 
 /// The simulated stack: bus, localsettings, pzem-dbus on the two meters, the battery
 /// monitor and the real Multi; pzem-energy is started by each test.
+///
+/// Fields drop in this order: pzem-dbus first (it saves its state when the bus goes, which
+/// would recreate the temporary directory), the rig (bus, settings, directory) last.
 struct Stack {
-    rig: Rig,
+    _pzem_dbus: Proc,
+    battery: Option<DeviceDouble>,
+    _multi: DeviceDouble,
     sim: SimServer,
     grid: String,
     loads: String,
-    battery: Option<DeviceDouble>,
-    _multi: DeviceDouble,
-    _pzem_dbus: Proc,
     /// The counters now: AC-in, AC-out (Wh), battery (Wh).
     counters: [u32; 3],
     last_move: Instant,
     runs: u32,
+    rig: Rig,
 }
 
 /// How pzem-dbus gets its meters.
