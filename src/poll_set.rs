@@ -233,6 +233,33 @@ impl PollSet {
     }
 }
 
+/// Blocks SIGTERM and SIGINT in this thread; returns the mask it had, to wait with (so the
+/// signals are delivered only while the loop waits, never between its check of the stop
+/// flag and the wait), and to restore.
+pub(crate) fn block_stop_signals() -> Option<libc::sigset_t> {
+    // SAFETY: sigset_t is plain data; the calls get valid pointers to locals.
+    unsafe {
+        let mut stop: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut stop);
+        libc::sigaddset(&mut stop, libc::SIGTERM);
+        libc::sigaddset(&mut stop, libc::SIGINT);
+        if libc::pthread_sigmask(libc::SIG_BLOCK, &stop, &mut old) != 0 {
+            return None;
+        }
+        libc::sigdelset(&mut old, libc::SIGTERM);
+        libc::sigdelset(&mut old, libc::SIGINT);
+        Some(old)
+    }
+}
+
+pub(crate) fn restore_signals(mask: Option<libc::sigset_t>) {
+    if let Some(mask) = mask {
+        // SAFETY: a valid mask from block_stop_signals.
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &mask, std::ptr::null_mut()) };
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

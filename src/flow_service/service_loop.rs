@@ -83,40 +83,13 @@ pub fn load_state(path: &std::path::Path) -> (FlowState, Option<Duration>, bool)
     (state, downtime, !loaded.notes.is_empty())
 }
 
-/// Blocks SIGTERM and SIGINT in this thread; returns the mask it had, to wait with (so the
-/// signals are delivered only while the loop waits, never between its check of the stop
-/// flag and the wait), and to restore.
-fn block_stop_signals() -> Option<libc::sigset_t> {
-    // SAFETY: sigset_t is plain data; the calls get valid pointers to locals.
-    unsafe {
-        let mut stop: libc::sigset_t = std::mem::zeroed();
-        let mut old: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut stop);
-        libc::sigaddset(&mut stop, libc::SIGTERM);
-        libc::sigaddset(&mut stop, libc::SIGINT);
-        if libc::pthread_sigmask(libc::SIG_BLOCK, &stop, &mut old) != 0 {
-            return None;
-        }
-        libc::sigdelset(&mut old, libc::SIGTERM);
-        libc::sigdelset(&mut old, libc::SIGINT);
-        Some(old)
-    }
-}
-
-fn restore_signals(mask: Option<libc::sigset_t>) {
-    if let Some(mask) = mask {
-        // SAFETY: a valid mask from block_stop_signals.
-        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &mask, std::ptr::null_mut()) };
-    }
-}
-
 /// Run until stopped (`stop` set by a handler of SIGTERM or SIGINT); returns why it
 /// stopped. SIGTERM and SIGINT are blocked in this thread except while it waits, so a stop
 /// request is never missed; the mask is restored on return.
 pub fn run(config: &Config, stop: &AtomicBool) -> ExitReason {
-    let wait_mask = block_stop_signals();
+    let wait_mask = crate::poll_set::block_stop_signals();
     let reason = run_loop(config, stop, wait_mask);
-    restore_signals(wait_mask);
+    crate::poll_set::restore_signals(wait_mask);
     reason
 }
 

@@ -109,8 +109,18 @@ pub fn port_id(line: &Line) -> PortId {
     }
 }
 
-/// Run until stopped (`stop` set by a signal handler); returns why it stopped.
+/// Run until stopped (`stop` set by a handler of SIGTERM or SIGINT); returns why it
+/// stopped. SIGTERM and SIGINT are blocked in this thread except while it waits, so a stop
+/// request is never missed between the check of the flag and the wait; the mask is
+/// restored on return.
 pub fn run(config: &Config, stop: &AtomicBool) -> ExitReason {
+    let wait_mask = crate::poll_set::block_stop_signals();
+    let reason = run_loop(config, stop, wait_mask);
+    crate::poll_set::restore_signals(wait_mask);
+    reason
+}
+
+fn run_loop(config: &Config, stop: &AtomicBool, wait_mask: Option<libc::sigset_t>) -> ExitReason {
     let place = config.line.place();
     // Discovery: scan the range and whatever is remembered, for AC and DC meters.
     let memory_file = memory_path(config);
@@ -172,7 +182,10 @@ pub fn run(config: &Config, stop: &AtomicBool) -> ExitReason {
         machine.restore_energy(address, loaded.state);
     }
     let poll = match PollSet::new() {
-        Ok(p) => p,
+        Ok(mut p) => {
+            p.set_wait_mask(wait_mask);
+            p
+        }
         Err(e) => {
             log::error!("cannot set up waiting: {e}");
             return ExitReason::BusLost;
