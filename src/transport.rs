@@ -143,16 +143,16 @@ pub(crate) fn blocking_exchange<'b>(
         let Some(deadline) = exchange.deadline() else {
             return Err(Error::NoAnswer);
         };
-        let now = Instant::now();
-        if now >= deadline {
-            if let Some(ended) = exchange.handle_timeout(now) {
-                break ended;
-            }
-            continue;
-        }
+        // Past the deadline this still reads what is there without waiting: bytes that
+        // arrived in time count even when this thread was late to look.
+        let wait = deadline.saturating_duration_since(Instant::now());
         let want = exchange.bytes_wanted().min(buf.len());
-        match port.receive(&mut buf[..want], deadline - now) {
-            Ok(0) => {}
+        match port.receive(&mut buf[..want], wait) {
+            Ok(0) => {
+                if let Some(ended) = exchange.handle_timeout(Instant::now()) {
+                    break ended;
+                }
+            }
             Ok(n) => {
                 if let Some(ended) = exchange.handle_input(Instant::now(), &buf[..n]).ended {
                     break ended;

@@ -615,8 +615,13 @@ mod tests {
     #[test]
     fn scan_finds_every_meter_and_flags_duplicates() {
         let mut c = mixed();
-        bus(&mut c).meters.push(SimMeter::new(Model::Pzem016, 5));
-        bus(&mut c).meters.push(SimMeter::new(Model::Pzem016, 5));
+        // Two meters at one address answer together; the line ANDs their bits. Identical
+        // readings would collide into a valid frame, so their counters differ.
+        for energy in [1_000, 2_000_003] {
+            let mut m = SimMeter::new(Model::Pzem016, 5);
+            m.set_energy_wh(energy);
+            bus(&mut c).meters.push(m);
+        }
         let mut tried = 0;
         let range = ScanRange { from: 1, to: 10 };
         let zero = Duration::from_millis(5);
