@@ -61,6 +61,9 @@ mod transport;
 #[cfg(all(feature = "dbus", unix))]
 #[doc(hidden)]
 pub mod flow_service;
+// Harnesses of the fuzz targets in fuzz/, shared with tests/fuzz_corpus.rs.
+#[doc(hidden)]
+pub mod fuzzing;
 #[cfg(feature = "cli")]
 #[doc(hidden)]
 pub mod info;
