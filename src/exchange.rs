@@ -21,7 +21,14 @@ use std::time::{Duration, Instant};
 
 use crate::address::Address;
 use crate::error::Error;
-use crate::frame::{MAX_RTU_FRAME, MBAP_HEADER_LEN, Reply, Request, RequestFrame};
+use crate::frame::{MAX_RTU_FRAME, MAX_TCP_FRAME, MBAP_HEADER_LEN, Reply, Request, RequestFrame};
+
+/// The reply buffer: the longer of the two framings' largest reply.
+const MAX_REPLY: usize = if MAX_TCP_FRAME > MAX_RTU_FRAME {
+    MAX_TCP_FRAME
+} else {
+    MAX_RTU_FRAME
+};
 use crate::model::{StopBits, frame_gap_us, wire_time_us};
 
 /// How requests and replies are framed on the byte stream.
@@ -80,7 +87,8 @@ pub struct Exchange {
     waiting: Option<Waiting>,
     /// When the line was last busy (a frame sent or bytes received).
     last_activity: Option<Instant>,
-    buf: [u8; MAX_RTU_FRAME],
+    /// Room for the largest reply of either framing.
+    buf: [u8; MAX_REPLY],
     len: usize,
     /// The request whose reply is in `buf` (for [`Exchange::reply`]).
     answered: Option<(Address, Request, u16)>,
@@ -95,7 +103,7 @@ impl Exchange {
             transaction: 0,
             waiting: None,
             last_activity: None,
-            buf: [0; MAX_RTU_FRAME],
+            buf: [0; MAX_REPLY],
             len: 0,
             answered: None,
         }
@@ -286,6 +294,39 @@ pub struct Input {
 mod tests {
     use super::*;
     use crate::frame::Reply;
+
+    /// Found by the fuzzer (fuzz/artifacts/rtu_reply): an MBAP header announcing the
+    /// longest PDU overran the reply buffer, sized for RTU. A 125-register read over
+    /// Modbus TCP is that long, and must be received whole.
+    #[test]
+    fn the_longest_modbus_tcp_reply_fits() {
+        let read = Request::read_holding_registers(0, 125).unwrap();
+        let mut exchange = Exchange::new(Framing::Mbap, Duration::from_millis(300));
+        let t0 = Instant::now();
+        let frame = exchange.start(t0, addr(1), read);
+        let transaction = frame.as_bytes()[..2].to_vec();
+        let mut reply = transaction;
+        reply.extend([0, 0, 0, 253, 1, 0x03, 250]);
+        reply.extend((0..250).map(|i| i as u8));
+        assert_eq!(reply.len(), MAX_TCP_FRAME);
+        for b in &reply {
+            exchange.handle_input(t0, std::slice::from_ref(b));
+        }
+        match exchange.reply().unwrap() {
+            Reply::Registers(r) => assert_eq!((r.len(), r.get(124)), (125, Some(0xF8F9))),
+            other => panic!("{other:?}"),
+        }
+        // The same header before a short, wrong PDU: refused at the timeout, no overrun.
+        let mut exchange = Exchange::new(Framing::Mbap, Duration::from_millis(300));
+        let frame = exchange.start(t0, addr(1), AC);
+        let mut bad = frame.as_bytes()[..2].to_vec();
+        bad.extend([0, 0, 0, 253, 1]);
+        bad.extend([0xC1; 300]);
+        let input = exchange.handle_input(t0, &bad);
+        assert!(matches!(input.ended, Some(Ended::Reply)));
+        assert_eq!(input.dropped, 300 + 7 - MAX_TCP_FRAME);
+        assert!(exchange.reply().is_err());
+    }
 
     const AC: Request = match Request::read_input_registers(0, 10) {
         Ok(r) => r,

@@ -34,6 +34,11 @@ pub const RTU_EXCEPTION_LEN: usize = 5;
 /// Length of the MBAP header that starts every Modbus TCP frame.
 pub const MBAP_HEADER_LEN: usize = 7;
 
+/// Size of the largest Modbus TCP reply: the MBAP header and a PDU of up to 253 bytes
+/// (the header's length field, at most `MAX_RTU_FRAME - 3`, counts the unit id byte and
+/// the PDU). A 125-register read needs all of it: 7 + 2 + 250 = 259 bytes.
+pub const MAX_TCP_FRAME: usize = MBAP_HEADER_LEN + MAX_RTU_FRAME - 3 - 1;
+
 /// A Modbus function code this crate can send.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Function {
