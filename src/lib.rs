@@ -58,6 +58,9 @@ pub mod tcp;
 mod transport;
 
 // The tools' internals (pzem-info, pzem-dbus, pzem-energy): public for the binaries, not API.
+#[cfg(feature = "cli")]
+#[doc(hidden)]
+pub mod cli;
 #[cfg(all(feature = "dbus", unix))]
 #[doc(hidden)]
 pub mod flow_service;
