@@ -27,6 +27,7 @@ pub mod energy_flow;
 pub mod error;
 pub mod exchange;
 pub mod frame;
+pub mod history;
 #[cfg(feature = "cli")]
 pub mod info;
 pub mod line;
