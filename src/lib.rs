@@ -42,6 +42,8 @@ pub mod state_file;
 pub mod tcp;
 pub mod transport;
 pub mod venus;
+#[cfg(all(feature = "web", unix))]
+pub mod web;
 
 pub use ac::{AcParameters, AcReading};
 pub use address::Address;
