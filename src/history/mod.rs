@@ -6,6 +6,7 @@
 //! - [`recorder`]: what the followed services published → one sample per interval per
 //!   series (average power, counters at the interval's end, gaps left as gaps);
 //! - [`query`]: samples and hourly roll-ups → one point per minute, hour or day;
+//! - [`params`]: the parameters of a samples query (API and export);
 //! - [`synth`]: plausible history for demos and benchmarks;
 //! - [`csv`]: the CSV text of exports;
 //! - [`config`]: the `[logger]` and `[web]` sections of the shared config file.
@@ -18,6 +19,7 @@ pub mod config;
 pub mod csv;
 #[cfg(all(feature = "history", feature = "dbus", unix))]
 pub mod logger_loop;
+pub mod params;
 pub mod query;
 pub mod recorder;
 pub mod series;

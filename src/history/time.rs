@@ -321,6 +321,31 @@ pub fn format_clock(t: i64, offset: Offset) -> String {
     format!("{:02}:{:02}", s / 3600, s % 3600 / 60)
 }
 
+/// Unix seconds now (the system clock).
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// The machine's offset from UTC now (`localtime_r`'s `tm_gmtoff`; UTC when unknown).
+#[cfg(unix)]
+pub fn local_offset() -> Offset {
+    let now: libc::time_t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as libc::time_t);
+    // SAFETY: localtime_r writes into the zeroed struct we own; both pointers are valid.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    let ok = unsafe { !libc::localtime_r(&now, &mut tm).is_null() };
+    if !ok {
+        return Offset::UTC;
+    }
+    i32::try_from(tm.tm_gmtoff)
+        .ok()
+        .and_then(Offset::from_seconds)
+        .unwrap_or(Offset::UTC)
+}
+
 /// The value of an all-digit ASCII field.
 fn digits(text: &str) -> Option<u32> {
     if text.is_empty() || text.len() > 9 || !text.bytes().all(|b| b.is_ascii_digit()) {
