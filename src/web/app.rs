@@ -207,7 +207,7 @@ impl App {
                         _ => return Ok(Response::text(400, format!("view must be day or month, not '{}'", cut(v)))),
                     }
                 }
-                "date" => match Date::parse(v).or_else(|_| Date::parse_month(v)) {
+                "date" => match if v.len() == 7 { Date::parse_month(v) } else { Date::parse(v) } {
                     Ok(d) => date = Some(d),
                     Err(e) => return Ok(Response::text(400, e.0)),
                 },

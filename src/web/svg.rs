@@ -227,7 +227,7 @@ pub fn lines(
     open(&mut out, height, title);
     y_axis(&mut out, &frame, &ticks, unit);
     let mut t = from;
-    while t <= to && tick > 0 {
+    while t < to && tick > 0 {
         let _ = write!(
             out,
             r#"<line class="grid" x1="{0:.1}" x2="{0:.1}" y1="{MT}" y2="{1:.1}"/><text class="xl" x="{0:.1}" y="{2}">{3}</text>"#,
