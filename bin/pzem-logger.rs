@@ -10,11 +10,11 @@ use getopts::Options;
 use pzem::dbus::Bus;
 use pzem::history::config::{self, HistoryConfig};
 use pzem::history::logger_loop::{self, LoggerConfig};
+use pzem::history::params::SamplesQuery;
 use pzem::history::query::Step;
 use pzem::history::series::{DEFAULT_PATTERNS, Pattern};
 use pzem::history::store::{Reader, Retention, Writer};
 use pzem::history::synth::{self, Synth};
-use pzem::history::params::SamplesQuery;
 use pzem::history::time::{Offset, local_offset, unix_now};
 use pzem::history::{csv, recorder::Batch};
 
@@ -67,9 +67,19 @@ fn main() -> ExitCode {
     opts.optflag("V", "version", "show the version");
     match command {
         "record" => {
-            opts.optopt("i", "interval", "seconds per sample, dividing 3600 (default 60)", "SECONDS");
+            opts.optopt(
+                "i",
+                "interval",
+                "seconds per sample, dividing 3600 (default 60)",
+                "SECONDS",
+            );
             opts.optmulti("s", "services", "services to follow (repeatable)", "PATTERN");
-            opts.optopt("c", "config", &format!("config file (default {DEFAULT_CONFIG} if present)"), "FILE");
+            opts.optopt(
+                "c",
+                "config",
+                &format!("config file (default {DEFAULT_CONFIG} if present)"),
+                "FILE",
+            );
             opts.optopt("", "dbus", "D-Bus address instead of the system bus", "ADDRESS");
             opts.optopt("", "raw-days", "days of raw samples kept (default 366)", "N");
             opts.optopt("", "hour-days", "days of hourly roll-ups kept (default 3660)", "N");
@@ -79,7 +89,12 @@ fn main() -> ExitCode {
             opts.optopt("", "from", "start", "T");
             opts.optopt("", "to", "end (exclusive)", "T");
             opts.optopt("", "step", "minute, hour or day (default minute)", "STEP");
-            opts.optopt("", "utc-offset", "local time offset (default: this machine's)", "+HH:MM");
+            opts.optopt(
+                "",
+                "utc-offset",
+                "local time offset (default: this machine's)",
+                "+HH:MM",
+            );
         }
         _ => {
             opts.optopt("", "days", "days of history", "N");
@@ -92,7 +107,10 @@ fn main() -> ExitCode {
         Err(e) => return usage_error(&e.to_string()),
     };
     if matches.opt_present("h") {
-        println!("{}\n{HELP_TAIL}", opts.usage(&format!("Usage: pzem-logger {command} [options]")));
+        println!(
+            "{}\n{HELP_TAIL}",
+            opts.usage(&format!("Usage: pzem-logger {command} [options]"))
+        );
         return ExitCode::SUCCESS;
     }
     if matches.opt_present("V") {
@@ -157,7 +175,12 @@ fn record(matches: &getopts::Matches) -> ExitCode {
         let texts: Vec<String> = if !flags.is_empty() {
             flags
                 .iter()
-                .flat_map(|f| f.split([',', ' ']).filter(|p| !p.is_empty()).map(str::to_owned).collect::<Vec<_>>())
+                .flat_map(|f| {
+                    f.split([',', ' '])
+                        .filter(|p| !p.is_empty())
+                        .map(str::to_owned)
+                        .collect::<Vec<_>>()
+                })
                 .collect()
         } else if let Some(s) = file.services {
             s

@@ -36,9 +36,24 @@ fn main() -> ExitCode {
     };
     let mut opts = Options::new();
     opts.optopt("", "db", &format!("the history file (default {DEFAULT_DB})"), "FILE");
-    opts.optopt("l", "listen", &format!("address and port (default {DEFAULT_LISTEN})"), "ADDR:PORT");
-    opts.optopt("c", "config", &format!("config file (default {DEFAULT_CONFIG} if present)"), "FILE");
-    opts.optopt("", "utc-offset", "local time offset for days and hours (default: this machine's)", "+HH:MM");
+    opts.optopt(
+        "l",
+        "listen",
+        &format!("address and port (default {DEFAULT_LISTEN})"),
+        "ADDR:PORT",
+    );
+    opts.optopt(
+        "c",
+        "config",
+        &format!("config file (default {DEFAULT_CONFIG} if present)"),
+        "FILE",
+    );
+    opts.optopt(
+        "",
+        "utc-offset",
+        "local time offset for days and hours (default: this machine's)",
+        "+HH:MM",
+    );
     opts.optopt("", "workers", "threads computing answers (default 2)", "N");
     opts.optflag("v", "verbose", "log debug messages");
     opts.optflag("h", "help", "show this help");
@@ -48,7 +63,10 @@ fn main() -> ExitCode {
         Err(e) => return usage_error(&e.to_string()),
     };
     if matches.opt_present("h") {
-        println!("{}\n{HELP_TAIL}", opts.usage("Usage: pzem-web [--db FILE] [--listen ADDR:PORT]"));
+        println!(
+            "{}\n{HELP_TAIL}",
+            opts.usage("Usage: pzem-web [--db FILE] [--listen ADDR:PORT]")
+        );
         return ExitCode::SUCCESS;
     }
     if matches.opt_present("V") {
@@ -74,7 +92,10 @@ fn main() -> ExitCode {
             Err(_) => Default::default(),
         };
         let db = PathBuf::from(matches.opt_str("db").or(file.db).unwrap_or_else(|| DEFAULT_DB.into()));
-        let listen = matches.opt_str("l").or(file.listen).unwrap_or_else(|| DEFAULT_LISTEN.into());
+        let listen = matches
+            .opt_str("l")
+            .or(file.listen)
+            .unwrap_or_else(|| DEFAULT_LISTEN.into());
         let offset = match matches.opt_str("utc-offset") {
             Some(t) => Offset::parse(&t).map_err(|e| format!("--utc-offset: {e}"))?,
             None => local_offset(),
@@ -100,7 +121,10 @@ fn main() -> ExitCode {
         }
     };
     let bound = listener.local_addr().map_or(listen.clone(), |a| a.to_string());
-    log::info!("serving {} read-only on http://{bound}/ (local time offset {offset})", db.display());
+    log::info!(
+        "serving {} read-only on http://{bound}/ (local time offset {offset})",
+        db.display()
+    );
     // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
     unsafe {
         libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);

@@ -76,10 +76,19 @@ fn of<'a>(rows: &'a Rows, service: &'a str, path: &'a str) -> impl Iterator<Item
 }
 
 fn logger(rig: &Rig, db: &Path, tag: &str) -> Proc {
-    let args: Vec<String> = ["--dbus", rig.bus.address(), "--db", db.to_str().unwrap(), "--interval", "1", "-c", "/dev/null"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let args: Vec<String> = [
+        "--dbus",
+        rig.bus.address(),
+        "--db",
+        db.to_str().unwrap(),
+        "--interval",
+        "1",
+        "-c",
+        "/dev/null",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     rig.start(LOGGER, tag, &args)
 }
 
@@ -97,13 +106,28 @@ fn records_meters_flows_and_battery_with_gaps() {
     rig.monitor.wait_connected(&grid, Duration::from_secs(10));
     rig.monitor.wait_connected(&dc, Duration::from_secs(10));
 
-    let flows = ["/Energy/AcIn1ToAcOut", "/Energy/AcIn1ToInverter", "/Energy/InverterToAcOut"];
+    let flows = [
+        "/Energy/AcIn1ToAcOut",
+        "/Energy/AcIn1ToInverter",
+        "/Energy/InverterToAcOut",
+    ];
     let vebus = Running::start(&rig.bus.bus(), VEBUS, service_tree(&flows), support::test_handler);
     let battery_paths = ["/Dc/0/Power", "/History/ChargedEnergy", "/History/DischargedEnergy"];
-    let battery = Running::start(&rig.bus.bus(), BATTERY, service_tree(&battery_paths), support::test_handler);
+    let battery = Running::start(
+        &rig.bus.bus(),
+        BATTERY,
+        service_tree(&battery_paths),
+        support::test_handler,
+    );
     let other = Running::start(&rig.bus.bus(), OTHER, service_tree(&flows), support::test_handler);
     set(&other, &[("/Energy/AcIn1ToAcOut", Value::Double(1.0))]);
-    set(&battery, &[("/History/ChargedEnergy", Value::Double(10.5)), ("/History/DischargedEnergy", Value::Double(3.25))]);
+    set(
+        &battery,
+        &[
+            ("/History/ChargedEnergy", Value::Double(10.5)),
+            ("/History/DischargedEnergy", Value::Double(3.25)),
+        ],
+    );
 
     let db = rig.dir.path().join("history.sqlite");
     let mut log = logger(&rig, &db, "logger");
@@ -120,7 +144,14 @@ fn records_meters_flows_and_battery_with_gaps() {
         sleep_until(s + 250);
         set(&battery, &[("/Dc/0/Power", Value::Double(500.0))]);
         let c = [0.5 + k as f64 * 0.01, 2.0 + k as f64 * 0.02, 7.0];
-        set(&vebus, &[(flows[0], Value::Double(c[0])), (flows[1], Value::Double(c[1])), (flows[2], Value::Double(c[2]))]);
+        set(
+            &vebus,
+            &[
+                (flows[0], Value::Double(c[0])),
+                (flows[1], Value::Double(c[1])),
+                (flows[2], Value::Double(c[2])),
+            ],
+        );
         published.insert(s / 1000, c);
     }
     // The flow service leaves the bus for 3 s: a gap.
@@ -129,7 +160,14 @@ fn records_meters_flows_and_battery_with_gaps() {
     drop(vebus);
     sleep_until(gap_from + 3000 + 10);
     let vebus = Running::start(&rig.bus.bus(), VEBUS, service_tree(&flows), support::test_handler);
-    set(&vebus, &[(flows[0], Value::Double(0.9)), (flows[1], Value::Double(3.0)), (flows[2], Value::Double(7.5))]);
+    set(
+        &vebus,
+        &[
+            (flows[0], Value::Double(0.9)),
+            (flows[1], Value::Double(3.0)),
+            (flows[2], Value::Double(7.5)),
+        ],
+    );
     let back = unix_ms() / 1000;
     sleep_until((back + 3) * 1000 + 100);
     // Stopped by SIGTERM: exit 0.
@@ -142,7 +180,9 @@ fn records_meters_flows_and_battery_with_gaps() {
     let bat: BTreeMap<i64, f64> = of(&r, BATTERY, "/Dc/0/Power").collect();
     for k in 0..8 {
         let t = start / 1000 + k;
-        let v = bat.get(&t).unwrap_or_else(|| panic!("no battery sample at {t}: {bat:?}"));
+        let v = bat
+            .get(&t)
+            .unwrap_or_else(|| panic!("no battery sample at {t}: {bat:?}"));
         assert!((v - 400.0).abs() < 20.0, "battery at +{k}s: {v} (want about 400)");
     }
     // Counters: the value published before the interval's end, exactly.
@@ -155,17 +195,32 @@ fn records_meters_flows_and_battery_with_gaps() {
     // The gap: nothing recorded for the flows while the service was away.
     let g = gap_from / 1000;
     for t in g + 1..g + 3 {
-        assert!(!flow0.contains_key(&t), "a value at {t} while the service was gone: {flow0:?}");
+        assert!(
+            !flow0.contains_key(&t),
+            "a value at {t} while the service was gone: {flow0:?}"
+        );
     }
-    assert_eq!(flow0.get(&(back + 1)), Some(&0.9), "recorded again after it came back: {flow0:?}");
+    assert_eq!(
+        flow0.get(&(back + 1)),
+        Some(&0.9),
+        "recorded again after it came back: {flow0:?}"
+    );
     // A vebus service that is not ours is not recorded.
     assert!(!r.keys().any(|(s, _, _)| s == OTHER));
     // The meters published by pzem-dbus: power and energy of both, in W and kWh; the grid
     // counter starts at 123.456 kWh (never Wh).
-    for (service, power, energy) in [(&grid, "/Ac/Power", "/Ac/Energy/Forward"), (&dc, "/Dc/0/Power", "/History/EnergyOut")] {
+    for (service, power, energy) in [
+        (&grid, "/Ac/Power", "/Ac/Energy/Forward"),
+        (&dc, "/Dc/0/Power", "/History/EnergyOut"),
+    ] {
         let p: Vec<f64> = of(&r, service, power).map(|x| x.1).collect();
         let e: Vec<f64> = of(&r, service, energy).map(|x| x.1).collect();
-        assert!(p.len() >= 10 && e.len() >= 10, "{service}: {} power, {} energy samples", p.len(), e.len());
+        assert!(
+            p.len() >= 10 && e.len() >= 10,
+            "{service}: {} power, {} energy samples",
+            p.len(),
+            e.len()
+        );
         assert!(p.iter().all(|v| *v > 0.0 && *v < 23_000.0), "{service}: {p:?}");
         assert!(e.windows(2).all(|w| w[1] >= w[0]), "{service}: counter went down");
     }
@@ -199,10 +254,19 @@ fn killed_while_writing_loses_nothing_committed() {
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let dir = TempDir::new("kill");
     let db = dir.path().join("history.sqlite");
-    let args: Vec<String> = ["--dbus", bus.address(), "--db", db.to_str().unwrap(), "--interval", "1", "-c", "/dev/null"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let args: Vec<String> = [
+        "--dbus",
+        bus.address(),
+        "--db",
+        db.to_str().unwrap(),
+        "--interval",
+        "1",
+        "-c",
+        "/dev/null",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     let publisher = {
         let stop = std::sync::Arc::clone(&stop);
         let refs: Vec<&'static str> = pzem::history::series::RECORDED_PATHS.iter().map(|p| p.0).collect();
@@ -245,8 +309,16 @@ fn killed_while_writing_loses_nothing_committed() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     publisher.join().unwrap();
     let distinct: BTreeSet<i64> = seen.keys().map(|k| k.2).collect();
-    println!("{kills} kills, {} rows over {} intervals survived", seen.len(), distinct.len());
-    assert!(distinct.len() >= 10, "the logger recorded between kills: {}", distinct.len());
+    println!(
+        "{kills} kills, {} rows over {} intervals survived",
+        seen.len(),
+        distinct.len()
+    );
+    assert!(
+        distinct.len() >= 10,
+        "the logger recorded between kills: {}",
+        distinct.len()
+    );
     let text = std::fs::read_to_string(dir.path().join("logger.log")).unwrap_or_default();
     assert!(!text.contains("left untouched"), "a restart refused the file: {text}");
 }
@@ -274,7 +346,12 @@ fn synth_killed_mid_transaction_leaves_a_readable_file() {
         assert_eq!(check, "ok");
         // Whole days or nothing: each committed transaction holds whole days (the day the
         // synthetic logger was down lacks 150 minutes).
-        let n: i64 = c.query_row("SELECT count(DISTINCT t) FROM sample", [], |r| r.get(0)).unwrap();
-        assert!(n % 1440 == 0 || n % 1440 == 1440 - 150, "a partial transaction is visible: {n} minutes");
+        let n: i64 = c
+            .query_row("SELECT count(DISTINCT t) FROM sample", [], |r| r.get(0))
+            .unwrap();
+        assert!(
+            n % 1440 == 0 || n % 1440 == 1440 - 150,
+            "a partial transaction is visible: {n} minutes"
+        );
     }
 }

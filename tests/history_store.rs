@@ -36,7 +36,10 @@ fn sqlite(path: &Path) -> rusqlite::Connection {
 }
 
 fn snapshot(path: &Path) -> (Vec<u8>, std::time::SystemTime) {
-    (std::fs::read(path).unwrap(), std::fs::metadata(path).unwrap().modified().unwrap())
+    (
+        std::fs::read(path).unwrap(),
+        std::fs::metadata(path).unwrap().modified().unwrap(),
+    )
 }
 
 #[test]
@@ -61,14 +64,19 @@ fn schema_version_wal_and_documented_tables() {
     // Every table is in the schema document.
     let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/history.md")).unwrap();
     for t in &tables {
-        assert!(doc.contains(&format!("CREATE TABLE {t} ")), "docs/history.md lacks table {t}");
+        assert!(
+            doc.contains(&format!("CREATE TABLE {t} ")),
+            "docs/history.md lacks table {t}"
+        );
     }
     assert!(doc.contains(&format!("user_version = {SCHEMA_VERSION}")));
     // Reopening keeps it; another interval is refused and changes nothing.
     drop(Writer::open(&f, 60, Retention::default()).unwrap());
     let before = snapshot(&f);
     match Writer::open(&f, 5, Retention::default()) {
-        Err(StoreError::IntervalMismatch { stored: 60, asked: 5, .. }) => {}
+        Err(StoreError::IntervalMismatch {
+            stored: 60, asked: 5, ..
+        }) => {}
         other => panic!("{other:?}"),
     }
     assert_eq!(snapshot(&f).0, before.0);
@@ -90,7 +98,9 @@ fn newer_damaged_and_foreign_files_are_reported_and_left_untouched() {
     // Newer.
     let newer = d.file("newer.sqlite");
     drop(Writer::open(&newer, 60, Retention::default()).unwrap());
-    sqlite(&newer).execute_batch("PRAGMA user_version = 99; PRAGMA journal_mode = DELETE;").unwrap();
+    sqlite(&newer)
+        .execute_batch("PRAGMA user_version = 99; PRAGMA journal_mode = DELETE;")
+        .unwrap();
     let before = snapshot(&newer);
     std::thread::sleep(std::time::Duration::from_millis(20));
     let e = Writer::open(&newer, 60, Retention::default()).unwrap_err();
@@ -104,7 +114,10 @@ fn newer_damaged_and_foreign_files_are_reported_and_left_untouched() {
     let junk = d.file("junk.sqlite");
     std::fs::write(&junk, b"this is not a database, but an owner's notes\n".repeat(100)).unwrap();
     let before = snapshot(&junk);
-    assert!(matches!(Writer::open(&junk, 60, Retention::default()), Err(StoreError::NotADatabase(_))));
+    assert!(matches!(
+        Writer::open(&junk, 60, Retention::default()),
+        Err(StoreError::NotADatabase(_))
+    ));
     assert_eq!(snapshot(&junk), before);
 
     // Damaged inside: a history with data, a page in the middle overwritten.
@@ -128,12 +141,20 @@ fn newer_damaged_and_foreign_files_are_reported_and_left_untouched() {
 
     // Another program's SQLite file.
     let foreign = d.file("foreign.sqlite");
-    sqlite(&foreign).execute_batch("CREATE TABLE notes (x); PRAGMA application_id = 42;").unwrap();
+    sqlite(&foreign)
+        .execute_batch("CREATE TABLE notes (x); PRAGMA application_id = 42;")
+        .unwrap();
     let before = snapshot(&foreign);
-    assert!(matches!(Writer::open(&foreign, 60, Retention::default()), Err(StoreError::Foreign(_, 42))));
+    assert!(matches!(
+        Writer::open(&foreign, 60, Retention::default()),
+        Err(StoreError::Foreign(_, 42))
+    ));
     assert_eq!(snapshot(&foreign), before);
     // A new database is never made over an existing file.
-    assert!(matches!(Writer::create_new(&foreign, 60, Retention::default()), Err(StoreError::Exists(_))));
+    assert!(matches!(
+        Writer::create_new(&foreign, 60, Retention::default()),
+        Err(StoreError::Exists(_))
+    ));
     assert!(check_file(&d.file("absent.sqlite"), true).is_ok());
 }
 
@@ -160,7 +181,11 @@ fn one_commit_per_interval_and_gaps_stay_gaps() {
         }
         // Minutes 4 and 5: the meter is silent (invalid) - a gap.
         let gap = (240_000..360_000).contains(&ms);
-        let p = if gap { None } else { Some(1000.0 + if ms % 1000 == 0 { 10.0 } else { -10.0 }) };
+        let p = if gap {
+            None
+        } else {
+            Some(1000.0 + if ms % 1000 == 0 { 10.0 } else { -10.0 })
+        };
         let e = if gap { None } else { Some(kwh) };
         r.handle_changes(now, GRID, [("/Ac/Power", p), ("/Ac/Energy/Forward", e)]);
         write(&mut r, &mut w);
@@ -193,7 +218,9 @@ fn one_commit_per_interval_and_gaps_stay_gaps() {
     let h = reader.points(energy, Step::Hour, Offset::UTC, T0, T0 + HOUR).unwrap();
     assert!((h[0].1 - 9.0 / 60.0).abs() < 1e-9, "{h:?}");
     // Stored rows: exactly what was recorded, nothing invented.
-    let n: i64 = sqlite(&f).query_row("SELECT count(*) FROM sample", [], |r| r.get(0)).unwrap();
+    let n: i64 = sqlite(&f)
+        .query_row("SELECT count(*) FROM sample", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(n, 8 + 8);
 }
 
@@ -201,9 +228,12 @@ fn one_commit_per_interval_and_gaps_stay_gaps() {
 fn retention_rolls_up_to_hours_and_bounds_the_file() {
     let d = Dir::new("retention");
     let f = d.file("h.sqlite");
-    let retention = Retention { raw_days: 30, hour_days: 60 };
+    let retention = Retention {
+        raw_days: 20,
+        hour_days: 40,
+    };
     let mut w = Writer::create_new(&f, 60, retention).unwrap();
-    let synth = Synth::new(100, 2, T0, Offset::UTC, 3);
+    let synth = Synth::new(70, 2, T0, Offset::UTC, 3);
     let end = synth.end();
     let batches: Vec<Batch> = synth.collect();
     // The raw answer for a day 10 days before the end, before retention removes anything.
@@ -212,24 +242,39 @@ fn retention_rolls_up_to_hours_and_bounds_the_file() {
     }
     w.finish().unwrap();
     let c = sqlite(&f);
-    let (raw_min, raw_max): (i64, i64) = c.query_row("SELECT min(t), max(t) FROM sample", [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+    let (raw_min, raw_max): (i64, i64) = c
+        .query_row("SELECT min(t), max(t) FROM sample", [], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap();
     let hour_min: i64 = c.query_row("SELECT min(t) FROM hour", [], |r| r.get(0)).unwrap();
     assert_eq!(raw_max, end - 60);
-    assert!(raw_min >= end - 30 * DAY && raw_min < end - 29 * DAY, "raw from {}", (end - raw_min) / DAY);
-    assert!(hour_min >= end - 60 * DAY && hour_min < end - 59 * DAY);
+    assert!(
+        raw_min >= end - 20 * DAY && raw_min < end - 19 * DAY,
+        "raw from {}",
+        (end - raw_min) / DAY
+    );
+    assert!(hour_min >= end - 40 * DAY && hour_min < end - 39 * DAY);
     // Days older than the raw retention are still answered from the roll-ups, the same as
     // the raw answer would have been: the days' energy sums equal the counter's increase.
     let reader = Reader::open(&f).unwrap();
     let series = reader.series().unwrap();
-    let grid_e = series.iter().find(|s| s.service == GRID && s.quantity == Quantity::Energy).unwrap();
-    let from = end - 45 * DAY;
-    let days = reader.points(grid_e, Step::Day, Offset::UTC, from, from + 5 * DAY).unwrap();
+    let grid_e = series
+        .iter()
+        .find(|s| s.service == GRID && s.quantity == Quantity::Energy)
+        .unwrap();
+    let from = end - 30 * DAY;
+    let days = reader
+        .points(grid_e, Step::Day, Offset::UTC, from, from + 5 * DAY)
+        .unwrap();
     assert_eq!(days.len(), 5);
     let counter_at = |t: i64| {
         batches
             .iter()
             .find(|b| b.start + 60 == t)
-            .and_then(|b| b.samples.iter().find(|s| s.service == GRID && s.quantity == Quantity::Energy))
+            .and_then(|b| {
+                b.samples
+                    .iter()
+                    .find(|s| s.service == GRID && s.quantity == Quantity::Energy)
+            })
             .map(|s| s.value)
             .unwrap()
     };
@@ -237,5 +282,10 @@ fn retention_rolls_up_to_hours_and_bounds_the_file() {
     let got: f64 = days.iter().map(|p| p.1).sum();
     assert!((got - want).abs() < 1e-6, "{got} vs {want}");
     // Nothing before the hourly retention.
-    assert!(reader.points(grid_e, Step::Day, Offset::UTC, end - 90 * DAY, end - 70 * DAY).unwrap().is_empty());
+    assert!(
+        reader
+            .points(grid_e, Step::Day, Offset::UTC, end - 70 * DAY, end - 45 * DAY)
+            .unwrap()
+            .is_empty()
+    );
 }

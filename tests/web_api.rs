@@ -3,7 +3,6 @@
 #![cfg(all(feature = "web", feature = "cli"))]
 
 #[path = "support/rig.rs"]
-#[allow(dead_code)]
 mod rig;
 
 use pzem::history::recorder::Batch;
@@ -37,7 +36,11 @@ struct Web {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn start(dir: &TempDir, db: &Path) -> Web {
@@ -57,7 +60,11 @@ fn start(dir: &TempDir, db: &Path) -> Web {
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while TcpStream::connect(addr).is_err() {
-        assert!(Instant::now() < deadline, "pzem-web did not listen: {}", proc.log_text());
+        assert!(
+            Instant::now() < deadline,
+            "pzem-web did not listen: {}",
+            proc.log_text()
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     Web { proc, addr }
@@ -73,7 +80,10 @@ fn raw(addr: SocketAddr, request: &[u8]) -> (u16, String, Vec<u8>) {
     let text = String::from_utf8_lossy(&out).into_owned();
     let (head, _) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let status = head.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body_at = out.windows(4).position(|w| w == b"\r\n\r\n").map_or(out.len(), |p| p + 4);
+    let body_at = out
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(out.len(), |p| p + 4);
     (status, head.to_owned(), out[body_at..].to_vec())
 }
 
@@ -108,41 +118,72 @@ fn api_answers_and_refuses() {
     let pid = find("acload", "/Ac/Power")["id"].as_i64().unwrap();
 
     // Energy per hour of the first day (no gaps): 24 points, each the counter's increase.
-    let (s, _, body) = get(a, &format!("/api/samples?series={id}&from=2025-12-30&to=2025-12-31&step=hour"));
+    let (s, _, body) = get(
+        a,
+        &format!("/api/samples?series={id}&from=2025-12-30&to=2025-12-31&step=hour"),
+    );
     assert_eq!(s, 200, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!((v["series"].as_i64(), v["step"].as_str(), v["unit"].as_str()), (Some(id), Some("hour"), Some("kWh")));
+    assert_eq!(
+        (v["series"].as_i64(), v["step"].as_str(), v["unit"].as_str()),
+        (Some(id), Some("hour"), Some("kWh"))
+    );
     let points = v["points"].as_array().unwrap();
     assert_eq!(points.len(), 24);
     assert_eq!(points[0][0].as_i64().unwrap(), 1_767_225_600 - 2 * DAY);
     // The same day by minute sums to the same energy, and as one day step.
     let sum = |body: &str| -> f64 {
         let v: serde_json::Value = serde_json::from_str(body).unwrap();
-        v["points"].as_array().unwrap().iter().map(|p| p[1].as_f64().unwrap()).sum()
+        v["points"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p[1].as_f64().unwrap())
+            .sum()
     };
     let hours = sum(&body);
-    let (_, _, by_day) = get(a, &format!("/api/samples?series={id}&from=2025-12-30&to=2025-12-31&step=day"));
+    let (_, _, by_day) = get(
+        a,
+        &format!("/api/samples?series={id}&from=2025-12-30&to=2025-12-31&step=day"),
+    );
     assert!((sum(&by_day) - hours).abs() < 1e-6);
     // Times in any accepted form.
-    let (s, _, m) = get(a, &format!("/api/samples?series={id}&from=1767052800&to=2025-12-30T12:00%2B00:00"));
+    let (s, _, m) = get(
+        a,
+        &format!("/api/samples?series={id}&from=1767052800&to=2025-12-30T12:00%2B00:00"),
+    );
     assert_eq!(s, 200, "{m}");
     let mv: serde_json::Value = serde_json::from_str(&m).unwrap();
     assert_eq!(mv["step"], "minute");
     // The history starts at 00:00: the first minute's increase has no observation before it.
     assert_eq!(mv["points"].as_array().unwrap().len(), 12 * 60 - 1);
     // Power per hour is an average in W.
-    let (_, _, p) = get(a, &format!("/api/samples?series={pid}&from=2025-12-31&to=2026-01-01&step=hour"));
+    let (_, _, p) = get(
+        a,
+        &format!("/api/samples?series={pid}&from=2025-12-31&to=2026-01-01&step=hour"),
+    );
     let pv: serde_json::Value = serde_json::from_str(&p).unwrap();
     assert_eq!(pv["unit"], "W");
     assert!(pv["points"][19][1].as_f64().unwrap() > 1000.0, "evening load");
     // Gaps: the outage (day 1 of 3, 10:00-16:00) has no grid points, never zeros.
     let gp = find("grid", "/Ac/Power")["id"].as_i64().unwrap();
-    let (_, _, g) = get(a, &format!("/api/samples?series={gp}&from=2025-12-31T09:00&to=2025-12-31T17:00&step=hour"));
+    let (_, _, g) = get(
+        a,
+        &format!("/api/samples?series={gp}&from=2025-12-31T09:00&to=2025-12-31T17:00&step=hour"),
+    );
     let gv: serde_json::Value = serde_json::from_str(&g).unwrap();
-    let hours_seen: Vec<i64> = gv["points"].as_array().unwrap().iter().map(|p| (p[0].as_i64().unwrap() % DAY) / 3600).collect();
+    let hours_seen: Vec<i64> = gv["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p[0].as_i64().unwrap() % DAY) / 3600)
+        .collect();
     assert_eq!(hours_seen, [9, 16], "{g}");
     // CSV.
-    let (s, h, csv) = get(a, &format!("/api/samples?series={id}&from=2025-12-31&to=2025-12-31T03:00&step=hour&format=csv"));
+    let (s, h, csv) = get(
+        a,
+        &format!("/api/samples?series={id}&from=2025-12-31&to=2025-12-31T03:00&step=hour&format=csv"),
+    );
     assert_eq!(s, 200);
     assert!(h.contains("text/csv"));
     let lines: Vec<&str> = csv.lines().collect();
@@ -154,16 +195,32 @@ fn api_answers_and_refuses() {
     for (target, want, says) in [
         ("/api/samples?series=1&from=2026-02-30&to=2026-03-01", 400, "not a date"),
         ("/api/samples?series=1&from=yesterday&to=today", 400, "not a time"),
-        ("/api/samples?series=1&from=2026-01-01T25:00&to=2026-01-02", 400, "no such time"),
-        ("/api/samples?series=1&from=0&to=253402300799&step=minute", 400, "range too large"),
-        ("/api/samples?series=1&from=0&to=253402300799&step=day", 400, "range too large"),
+        (
+            "/api/samples?series=1&from=2026-01-01T25:00&to=2026-01-02",
+            400,
+            "no such time",
+        ),
+        (
+            "/api/samples?series=1&from=0&to=253402300799&step=minute",
+            400,
+            "range too large",
+        ),
+        (
+            "/api/samples?series=1&from=0&to=253402300799&step=day",
+            400,
+            "range too large",
+        ),
         ("/api/samples?series=1&from=2026-01-02&to=2026-01-01", 400, "after"),
         ("/api/samples?series=1&from=1&to=2&step=week", 400, "step"),
         ("/api/samples?series=1&from=1&to=2&format=xml", 400, "format"),
         ("/api/samples?series=1&series=2&from=1&to=2", 400, "twice"),
         ("/api/samples?series=%FF%FE&from=1&to=2", 400, "series"),
         ("/api/samples?series=99999&from=1&to=2", 404, "no series"),
-        ("/api/samples?series=1&from=99999999999999999999&to=2", 400, "Unix seconds"),
+        (
+            "/api/samples?series=1&from=99999999999999999999&to=2",
+            400,
+            "Unix seconds",
+        ),
         ("/api/series?x=1", 400, "unknown parameter"),
         ("/api/nothing", 404, "not found"),
         ("/../../etc/passwd", 404, "not found"),
@@ -202,7 +259,12 @@ fn the_page_for_a_day_and_a_month() {
     let dir = TempDir::new("web-page");
     let db = history(dir.path(), 40);
     let web = start(&dir, &db);
-    for target in ["/?date=2025-12-31", "/?view=month&date=2025-12-01", "/?view=month&date=2025-12", "/"] {
+    for target in [
+        "/?date=2025-12-31",
+        "/?view=month&date=2025-12-01",
+        "/?view=month&date=2025-12",
+        "/",
+    ] {
         let (s, h, body) = get(web.addr, target);
         assert_eq!(s, 200, "{target}");
         assert!(h.contains("Content-Security-Policy: default-src 'none'"));

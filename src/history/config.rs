@@ -148,8 +148,16 @@ mod tests {
 
     #[test]
     fn errors_name_the_line() {
-        assert_eq!(parse("[logger]\ninterval = soon\n").unwrap_err().0, "line 2: interval = soon: expected a whole number");
-        assert!(parse("[web]\nport = 1\n").unwrap_err().0.starts_with("line 2: unknown key 'port'"));
+        assert_eq!(
+            parse("[logger]\ninterval = soon\n").unwrap_err().0,
+            "line 2: interval = soon: expected a whole number"
+        );
+        assert!(
+            parse("[web]\nport = 1\n")
+                .unwrap_err()
+                .0
+                .starts_with("line 2: unknown key 'port'")
+        );
         assert!(parse("[logger]\ndb\n").unwrap_err().0.contains("key = value"));
         assert!(parse("[logger]\ndb =\n").unwrap_err().0.contains("no value"));
     }

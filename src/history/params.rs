@@ -91,11 +91,20 @@ mod tests {
     #[test]
     fn samples_parameters() {
         let ok = SamplesQuery::parse(
-            &q(&[("series", "3"), ("from", "2026-01-01"), ("to", "2026-01-02"), ("step", "hour"), ("format", "csv")]),
+            &q(&[
+                ("series", "3"),
+                ("from", "2026-01-01"),
+                ("to", "2026-01-02"),
+                ("step", "hour"),
+                ("format", "csv"),
+            ]),
             Offset::UTC,
         )
         .unwrap();
-        assert_eq!((ok.series, ok.to - ok.from, ok.step, ok.csv), (3, DAY, Step::Hour, true));
+        assert_eq!(
+            (ok.series, ok.to - ok.from, ok.step, ok.csv),
+            (3, DAY, Step::Hour, true)
+        );
         let err = |pairs: &[(&str, &str)]| SamplesQuery::parse(&q(pairs), Offset::UTC).unwrap_err();
         assert!(err(&[("from", "1"), ("to", "2")]).contains("series"));
         assert!(err(&[("series", "x"), ("from", "1"), ("to", "2")]).contains("series id"));

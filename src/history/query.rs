@@ -280,7 +280,9 @@ mod tests {
     }
 
     fn minute_counter(from_min: i64, to_min: i64, kwh_per_min: f64) -> Vec<Piece> {
-        (from_min..to_min).map(|m| raw(H + m * 60, (m + 1) as f64 * kwh_per_min)).collect()
+        (from_min..to_min)
+            .map(|m| raw(H + m * 60, (m + 1) as f64 * kwh_per_min))
+            .collect()
     }
 
     #[test]
@@ -352,8 +354,16 @@ mod tests {
             assert!((a.1 - b.1).abs() < 1e-9, "{a:?} {b:?}");
         }
         // Mixed: roll-ups first, then raw samples.
-        let mut mixed: Vec<Piece> = rolled.iter().copied().filter(|x| matches!(x, Piece::Hour(h) if h.t < H + 12 * HOUR)).collect();
-        mixed.extend(p.iter().copied().filter(|x| matches!(x, Piece::Raw(r) if r.t >= H + 12 * HOUR)));
+        let mut mixed: Vec<Piece> = rolled
+            .iter()
+            .copied()
+            .filter(|x| matches!(x, Piece::Hour(h) if h.t < H + 12 * HOUR))
+            .collect();
+        mixed.extend(
+            p.iter()
+                .copied()
+                .filter(|x| matches!(x, Piece::Raw(r) if r.t >= H + 12 * HOUR)),
+        );
         let days = points(Quantity::Energy, 60, &mixed, Step::Day, Offset::UTC, H, H + DAY);
         assert!((days[0].1 - raw_days[0].1).abs() < 1e-9);
     }
@@ -361,8 +371,20 @@ mod tests {
     #[test]
     fn power_averages_weighted_by_sample_count() {
         let p = vec![
-            Piece::Hour(HourRow { t: H, n: 60, v: 100.0, first: None, last: None }),
-            Piece::Hour(HourRow { t: H + HOUR, n: 30, v: 400.0, first: None, last: None }),
+            Piece::Hour(HourRow {
+                t: H,
+                n: 60,
+                v: 100.0,
+                first: None,
+                last: None,
+            }),
+            Piece::Hour(HourRow {
+                t: H + HOUR,
+                n: 30,
+                v: 400.0,
+                first: None,
+                last: None,
+            }),
             raw(H + 2 * HOUR, 1000.0),
         ];
         let d = points(Quantity::Power, 60, &p, Step::Day, Offset::UTC, H, H + DAY);

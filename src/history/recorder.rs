@@ -158,7 +158,12 @@ impl Recorder {
 
     /// A service's complete set of items (`GetItems` when it was found or appeared), each
     /// path with its number or `None` when invalid. Recorded paths it lacks become unknown.
-    pub fn handle_items<'a>(&mut self, now: i64, service: &str, items: impl IntoIterator<Item = (&'a str, Option<f64>)>) {
+    pub fn handle_items<'a>(
+        &mut self,
+        now: i64,
+        service: &str,
+        items: impl IntoIterator<Item = (&'a str, Option<f64>)>,
+    ) {
         if !self.follows(service) {
             return;
         }
@@ -311,7 +316,11 @@ mod tests {
         let mut r = rec();
         r.handle_items(T0, GRID, [("/Ac/Power", d(100.0)), ("/Ac/Energy/Forward", d(5.0))]);
         r.handle_changes(T0 + 15 * S, GRID, [("/Ac/Power", d(400.0))]);
-        r.handle_changes(T0 + 45 * S, GRID, [("/Ac/Power", d(100.0)), ("/Ac/Energy/Forward", d(5.004))]);
+        r.handle_changes(
+            T0 + 45 * S,
+            GRID,
+            [("/Ac/Power", d(100.0)), ("/Ac/Energy/Forward", d(5.004))],
+        );
         assert_eq!(r.deadline(), T0 + 60 * S);
         assert!(r.poll_batch().is_none());
         r.handle_timeout(T0 + 60 * S);
@@ -337,7 +346,11 @@ mod tests {
         let b = r.poll_batch().unwrap();
         assert_eq!((only(&b, "/Ac/Power"), only(&b, "/Ac/Energy/Forward")), (None, None));
         // Back for 40 s of the next interval: the average of the known part.
-        r.handle_changes(T0 + 80 * S, GRID, [("/Ac/Power", d(300.0)), ("/Ac/Energy/Forward", d(5.1))]);
+        r.handle_changes(
+            T0 + 80 * S,
+            GRID,
+            [("/Ac/Power", d(300.0)), ("/Ac/Energy/Forward", d(5.1))],
+        );
         r.handle_timeout(T0 + 120 * S);
         let b = r.poll_batch().unwrap();
         assert_eq!(only(&b, "/Ac/Power"), Some(300.0));

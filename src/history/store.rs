@@ -119,7 +119,11 @@ impl fmt::Display for StoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             StoreError::NotADatabase(p) => {
-                write!(f, "{}: not an SQLite database (or damaged); left untouched", p.display())
+                write!(
+                    f,
+                    "{}: not an SQLite database (or damaged); left untouched",
+                    p.display()
+                )
             }
             StoreError::Foreign(p, id) => write!(
                 f,
@@ -199,8 +203,12 @@ pub fn check_file(path: &Path, integrity: bool) -> Result<bool, StoreError> {
         Some(rusqlite::ErrorCode::DatabaseCorrupt) => StoreError::Damaged(path.to_owned(), e.to_string()),
         _ => StoreError::Sql(format!("{}: {e}", path.display())),
     };
-    let app: i32 = conn.query_row("PRAGMA application_id", [], |r| r.get(0)).map_err(sql_err)?;
-    let version: i32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(sql_err)?;
+    let app: i32 = conn
+        .query_row("PRAGMA application_id", [], |r| r.get(0))
+        .map_err(sql_err)?;
+    let version: i32 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(sql_err)?;
     let tables: i64 = conn
         .query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0))
         .map_err(sql_err)?;
@@ -298,10 +306,8 @@ impl Writer {
     }
 
     fn open_checked(path: &Path, interval: u32, retention: Retention, durable: bool) -> Result<Writer, StoreError> {
-        let mut conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
-        )?;
+        let mut conn =
+            Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE)?;
         conn.busy_timeout(Duration::from_secs(5))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", if durable { "FULL" } else { "OFF" })?;
@@ -366,7 +372,12 @@ impl Writer {
         let Some(latest) = batches.iter().filter(|b| !b.samples.is_empty()).map(|b| b.start).max() else {
             return Ok(());
         };
-        let earliest = batches.iter().filter(|b| !b.samples.is_empty()).map(|b| b.start).min().unwrap_or(latest);
+        let earliest = batches
+            .iter()
+            .filter(|b| !b.samples.is_empty())
+            .map(|b| b.start)
+            .min()
+            .unwrap_or(latest);
         self.conn.execute_batch("BEGIN IMMEDIATE")?;
         let result = self.write_in_transaction(batches, earliest, latest);
         match result {
@@ -414,7 +425,8 @@ impl Writer {
         }
         let series: Vec<(i64, String)> = {
             let mut stmt = self.conn.prepare_cached("SELECT id, unit FROM series")?;
-            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<_, _>>()?
         };
         let interval = i64::from(self.interval);
         for (id, unit) in &series {
@@ -423,8 +435,13 @@ impl Writer {
                 let mut stmt = self
                     .conn
                     .prepare_cached("SELECT t, v FROM sample WHERE series = ?1 AND t >= ?2 AND t < ?3 ORDER BY t")?;
-                stmt.query_map(params![id, from, complete], |r| Ok(RawSample { t: r.get(0)?, v: r.get(1)? }))?
-                    .collect::<Result<_, _>>()?
+                stmt.query_map(params![id, from, complete], |r| {
+                    Ok(RawSample {
+                        t: r.get(0)?,
+                        v: r.get(1)?,
+                    })
+                })?
+                .collect::<Result<_, _>>()?
             };
             for hour in samples.chunk_by(|a, b| a.t.div_euclid(HOUR) == b.t.div_euclid(HOUR)) {
                 let start = hour[0].t.div_euclid(HOUR) * HOUR;
@@ -487,7 +504,8 @@ impl Reader {
         if !check_file(path, false)? {
             return Err(StoreError::Missing(path.to_owned()));
         }
-        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+        let conn =
+            Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
         conn.busy_timeout(Duration::from_secs(2))?;
         let interval = meta_get(&conn, "interval")?.and_then(|v| v.parse().ok()).unwrap_or(60);
         Ok(Reader { conn, interval })
@@ -538,7 +556,9 @@ impl Reader {
     }
 
     fn rolled_to(&self) -> Result<i64, StoreError> {
-        Ok(meta_get(&self.conn, "rolled_up_to")?.and_then(|v| v.parse().ok()).unwrap_or(i64::MIN))
+        Ok(meta_get(&self.conn, "rolled_up_to")?
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(i64::MIN))
     }
 
     /// One point per step with data in `[from, to)` of series `id` (see [`query`]).
@@ -582,14 +602,27 @@ impl Reader {
                 self.raw_pieces(series.id, rolled.max(from - interval), to, &mut pieces)?;
             }
         }
-        Ok(query::points(series.quantity, interval, &pieces, step, offset, from, to))
+        Ok(query::points(
+            series.quantity,
+            interval,
+            &pieces,
+            step,
+            offset,
+            from,
+            to,
+        ))
     }
 
     fn raw_pieces(&self, id: i64, from: i64, to: i64, out: &mut Vec<Piece>) -> Result<(), StoreError> {
         let mut stmt = self
             .conn
             .prepare_cached("SELECT t, v FROM sample WHERE series = ?1 AND t >= ?2 AND t < ?3 ORDER BY t")?;
-        let rows = stmt.query_map(params![id, from, to], |r| Ok(Piece::Raw(RawSample { t: r.get(0)?, v: r.get(1)? })))?;
+        let rows = stmt.query_map(params![id, from, to], |r| {
+            Ok(Piece::Raw(RawSample {
+                t: r.get(0)?,
+                v: r.get(1)?,
+            }))
+        })?;
         for row in rows {
             out.push(row?);
         }

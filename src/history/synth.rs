@@ -244,12 +244,27 @@ impl Iterator for Synth {
         if self.flows && !logger_down {
             let vebus = "com.victronenergy.vebus.pzem_energy";
             push(vebus, "/Energy/AcIn1ToAcOut", Quantity::Energy, self.grid_to_loads_kwh);
-            push(vebus, "/Energy/AcIn1ToInverter", Quantity::Energy, self.grid_to_battery_kwh);
-            push(vebus, "/Energy/InverterToAcOut", Quantity::Energy, self.battery_to_loads_kwh);
+            push(
+                vebus,
+                "/Energy/AcIn1ToInverter",
+                Quantity::Energy,
+                self.grid_to_battery_kwh,
+            );
+            push(
+                vebus,
+                "/Energy/InverterToAcOut",
+                Quantity::Energy,
+                self.battery_to_loads_kwh,
+            );
             let battery = "com.victronenergy.battery.ttyO1";
             push(battery, "/Dc/0/Power", Quantity::Power, battery_w);
             push(battery, "/History/ChargedEnergy", Quantity::Energy, self.charged_kwh);
-            push(battery, "/History/DischargedEnergy", Quantity::Energy, self.discharged_kwh);
+            push(
+                battery,
+                "/History/DischargedEnergy",
+                Quantity::Energy,
+                self.discharged_kwh,
+            );
         }
         Some(Batch { start: t, samples })
     }
@@ -266,7 +281,10 @@ mod tests {
         assert_eq!(batches.len(), 7 * 1440);
         assert_eq!(batches.last().unwrap().start + 60, 1_767_225_600 + DAY);
         let series = |b: &Batch, p: &str, s: &str| {
-            b.samples.iter().find(|x| x.path == p && x.service.contains(s)).map(|x| x.value)
+            b.samples
+                .iter()
+                .find(|x| x.path == p && x.service.contains(s))
+                .map(|x| x.value)
         };
         // Day 2 (7/3) 12:00: the outage, no grid sample; the loads come from the battery.
         let noon = &batches[2 * 1440 + 12 * 60];

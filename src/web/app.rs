@@ -17,10 +17,10 @@ use super::http::{Request, Response};
 use super::page::{self, CSP, PALETTE, PageModel, Total, View};
 use super::svg::{Bars, Line};
 use crate::history::csv;
+use crate::history::params::{SamplesQuery, cut};
 use crate::history::query::Step;
 use crate::history::series::Quantity;
 use crate::history::store::{Reader, SeriesInfo, StoreError};
-use crate::history::params::{SamplesQuery, cut};
 use crate::history::time::{Date, HOUR, Offset, unix_now};
 
 /// One worker's view of the history.
@@ -134,7 +134,10 @@ impl App {
 
     fn series(&mut self, req: &Request) -> Result<Response, StoreError> {
         if let Some((k, _)) = req.query.first() {
-            return Ok(json_error(400, &format!("unknown parameter '{k}': /api/series takes none")));
+            return Ok(json_error(
+                400,
+                &format!("unknown parameter '{k}': /api/series takes none"),
+            ));
         }
         let list = self.reader()?.series()?;
         let mut body = String::from("[");
@@ -168,7 +171,10 @@ impl App {
         if params.step == Step::Minute && reader.interval() > 60 {
             return Ok(json_error(
                 400,
-                &format!("step minute is finer than the logging interval ({} s): use hour or day", reader.interval()),
+                &format!(
+                    "step minute is finer than the logging interval ({} s): use hour or day",
+                    reader.interval()
+                ),
             ));
         }
         let Some(series) = reader.series_by_id(params.series)? else {
@@ -177,7 +183,11 @@ impl App {
         let points = reader.points(&series, params.step, offset, params.from, params.to)?;
         let unit = series.quantity.unit();
         if params.csv {
-            return Ok(Response::new(200, "text/csv; charset=utf-8", csv::write(&points, unit, offset)));
+            return Ok(Response::new(
+                200,
+                "text/csv; charset=utf-8",
+                csv::write(&points, unit, offset),
+            ));
         }
         let mut body = String::with_capacity(64 + points.len() * 24);
         let _ = write!(
@@ -204,10 +214,19 @@ impl App {
                     view = match v.as_str() {
                         "day" => View::Day,
                         "month" => View::Month,
-                        _ => return Ok(Response::text(400, format!("view must be day or month, not '{}'", cut(v)))),
+                        _ => {
+                            return Ok(Response::text(
+                                400,
+                                format!("view must be day or month, not '{}'", cut(v)),
+                            ));
+                        }
                     }
                 }
-                "date" => match if v.len() == 7 { Date::parse_month(v) } else { Date::parse(v) } {
+                "date" => match if v.len() == 7 {
+                    Date::parse_month(v)
+                } else {
+                    Date::parse(v)
+                } {
                     Ok(d) => date = Some(d),
                     Err(e) => return Ok(Response::text(400, e.0)),
                 },
@@ -218,17 +237,28 @@ impl App {
         let today = Date::of((self.clock)(), offset);
         let date = date.unwrap_or(today);
         let model = self.page_model(view, date)?;
-        Ok(Response::new(200, "text/html; charset=utf-8", page::render(&model)).with_header("Content-Security-Policy", CSP))
+        Ok(Response::new(200, "text/html; charset=utf-8", page::render(&model))
+            .with_header("Content-Security-Policy", CSP))
     }
 
     /// The page's data for a day or a month.
     pub fn page_model(&mut self, view: View, date: Date) -> Result<PageModel, StoreError> {
         let offset = self.offset;
         let (date, from, to, step) = match view {
-            View::Day => (date, date.midnight(offset), date.add_days(1).midnight(offset), Step::Hour),
+            View::Day => (
+                date,
+                date.midnight(offset),
+                date.add_days(1).midnight(offset),
+                Step::Hour,
+            ),
             View::Month => {
                 let first = date.first_of_month();
-                (first, first.midnight(offset), first.next_month().midnight(offset), Step::Day)
+                (
+                    first,
+                    first.midnight(offset),
+                    first.next_month().midnight(offset),
+                    Step::Day,
+                )
             }
         };
         let reader = self.reader()?;
@@ -291,7 +321,9 @@ impl App {
         let dc: Vec<&SeriesInfo> = all
             .iter()
             .filter(in_range)
-            .filter(|s| matches!(class_of(&s.service), "dcsource" | "alternator" | "dcgenset") && s.path == "/History/EnergyOut")
+            .filter(|s| {
+                matches!(class_of(&s.service), "dcsource" | "alternator" | "dcgenset") && s.path == "/History/EnergyOut"
+            })
             .collect();
         add_flow("DC sources", dc)?;
 
@@ -341,7 +373,10 @@ mod tests {
 
     #[test]
     fn names() {
-        assert_eq!(short_name("com.victronenergy.grid.pzem_ttyUSB0_1"), "grid pzem_ttyUSB0_1");
+        assert_eq!(
+            short_name("com.victronenergy.grid.pzem_ttyUSB0_1"),
+            "grid pzem_ttyUSB0_1"
+        );
         assert_eq!(class_of("com.victronenergy.vebus.pzem_energy"), "vebus");
         let mut s = String::new();
         json_string(&mut s, "a\"b\\\n");

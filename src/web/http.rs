@@ -158,9 +158,7 @@ pub fn parse_head(buf: &[u8], full: bool) -> Head {
     let mut headers = [httparse::EMPTY_HEADER; 48];
     let mut req = httparse::Request::new(&mut headers);
     match req.parse(buf) {
-        Ok(httparse::Status::Partial) if full => {
-            Head::Refuse(Response::text(431, "request head too large"))
-        }
+        Ok(httparse::Status::Partial) if full => Head::Refuse(Response::text(431, "request head too large")),
         Ok(httparse::Status::Partial) => Head::Partial,
         Err(httparse::Error::TooManyHeaders) => Head::Refuse(Response::text(431, "too many header fields")),
         Err(e) => Head::Refuse(Response::text(400, format!("malformed request: {e}"))),
@@ -188,8 +186,13 @@ pub fn parse_head(buf: &[u8], full: bool) -> Head {
 
 enum State {
     Reading(Vec<u8>),
-    Working { head_only: bool },
-    Writing { data: Vec<u8>, pos: usize },
+    Working {
+        head_only: bool,
+    },
+    Writing {
+        data: Vec<u8>,
+        pos: usize,
+    },
     /// Answer sent, write side shut: read what the client still sends, until it closes,
     /// so it sees the answer rather than a reset.
     Draining,
@@ -444,7 +447,10 @@ mod tests {
     #[test]
     fn heads() {
         assert_eq!(parse_head(b"GET / HTTP/1.1\r\nHost: x\r\n", false), Head::Partial);
-        let Head::Complete(r) = parse_head(b"GET /api/samples?series=1&from=2026-01-01T00%3A00%2B02%3A00 HTTP/1.1\r\n\r\n", false) else {
+        let Head::Complete(r) = parse_head(
+            b"GET /api/samples?series=1&from=2026-01-01T00%3A00%2B02%3A00 HTTP/1.1\r\n\r\n",
+            false,
+        ) else {
             panic!()
         };
         assert_eq!(r.path, "/api/samples");

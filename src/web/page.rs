@@ -74,18 +74,26 @@ table{border-collapse:collapse;width:100%}td,th{padding:4px 6px;border-bottom:1p
 .legend{display:flex;flex-wrap:wrap;gap:4px 14px;font-size:13px;margin:4px 0}.legend i{display:inline-block;width:11px;height:11px;border-radius:2px;margin-right:5px;vertical-align:-1px}\
 .chart{display:block;height:auto}.chart text{font-size:11px;fill:#52606d}.chart .xl{text-anchor:middle}.chart .yl{text-anchor:end}\
 .chart .grid{stroke:#e4e7eb}.chart .axis{stroke:#7b8794}.chart .line{fill:none;stroke-width:1.6}.empty{color:#7b8794;font-style:italic}\
-.totals{display:grid;grid-template-columns:repeat(auto-fit,minmax(280px,1fr));gap:10px}";
+.totals{display:grid;grid-template-columns:repeat(auto-fit,minmax(280px,1fr));gap:10px}.scroll{overflow-x:auto}@media(max-width:640px){.chart{min-width:600px}main{padding:4px}section{padding:8px}}";
 
 fn legend(out: &mut String, items: impl Iterator<Item = (String, &'static str)>) {
     out.push_str(r#"<div class="legend">"#);
     for (name, color) in items {
-        let _ = write!(out, r#"<span><i style="background:{color}"></i>{}</span>"#, escape(&name));
+        let _ = write!(
+            out,
+            r#"<span><i style="background:{color}"></i>{}</span>"#,
+            escape(&name)
+        );
     }
     out.push_str("</div>");
 }
 
 fn totals_table(out: &mut String, title: &str, rows: &[Total]) {
-    let _ = write!(out, "<div><table><tr><th>{}</th><th class=\"n\">kWh</th></tr>", escape(title));
+    let _ = write!(
+        out,
+        "<div><table><tr><th>{}</th><th class=\"n\">kWh</th></tr>",
+        escape(title)
+    );
     for r in rows {
         let v = r.kwh.map_or_else(|| "–".to_owned(), |v| fixed(v, 2));
         let _ = write!(out, r#"<tr><td>{}</td><td class="n">{v}</td></tr>"#, escape(&r.name));
@@ -119,7 +127,11 @@ pub fn render(m: &PageModel) -> String {
         "<header><h1>Energy history</h1><p>{} series, one sample every {} s · times in UTC{}</p></header><main>",
         m.series_count,
         m.interval,
-        if m.offset == Offset::UTC { String::new() } else { m.offset.to_string() }
+        if m.offset == Offset::UTC {
+            String::new()
+        } else {
+            m.offset.to_string()
+        }
     );
     // The picker.
     let day_sel = if m.view == View::Day { " selected" } else { "" };
@@ -141,6 +153,7 @@ pub fn render(m: &PageModel) -> String {
         out.push_str(r#"<p class="empty">No energy recorded in this period.</p>"#);
     }
     legend(&mut out, m.flows.iter().map(|b| (b.name.clone(), b.color)));
+    out.push_str(r#"<div class="scroll">"#);
     out.push_str(&svg::stacked_bars(
         &format!("Energy by flow per {per}, {title}"),
         &m.slots,
@@ -148,7 +161,7 @@ pub fn render(m: &PageModel) -> String {
         "kWh",
         260.0,
     ));
-    out.push_str("</section>");
+    out.push_str("</div></section>");
     // Power lines.
     let (heading, tick, gap) = match m.view {
         View::Day => ("Power over the day".to_owned(), 3 * 3600, 600),
@@ -169,8 +182,11 @@ pub fn render(m: &PageModel) -> String {
             }
         }
     };
-    out.push_str(&svg::lines(&heading, m.from, m.to, gap, tick, &label, &m.power, "W", 280.0));
-    out.push_str("</section>");
+    out.push_str(r#"<div class="scroll">"#);
+    out.push_str(&svg::lines(
+        &heading, m.from, m.to, gap, tick, &label, &m.power, "W", 280.0,
+    ));
+    out.push_str("</div></section>");
     out.push_str(
         r#"<section><p>Data: <a href="/api/series">/api/series</a> · samples as JSON or CSV from <code>/api/samples?series=ID&amp;from=…&amp;to=…&amp;step=minute|hour|day[&amp;format=csv]</code>.</p></section></main></body></html>"#,
     );

@@ -67,7 +67,11 @@ pub fn fixed(v: f64, decimals: usize) -> String {
 
 /// Tick positions covering `[lo, hi]`: 1, 2, 2.5 or 5 × 10ⁿ apart, at most about 6.
 pub fn ticks(lo: f64, hi: f64) -> Vec<f64> {
-    let (lo, hi) = if hi - lo < 1e-9 { (lo.min(0.0), lo.max(0.0) + 1.0) } else { (lo, hi) };
+    let (lo, hi) = if hi - lo < 1e-9 {
+        (lo.min(0.0), lo.max(0.0) + 1.0)
+    } else {
+        (lo, hi)
+    };
     let raw = (hi - lo) / 5.0;
     let mag = 10f64.powf(raw.log10().floor());
     let step = [1.0, 2.0, 2.5, 5.0, 10.0]
@@ -130,7 +134,12 @@ fn y_axis(out: &mut String, frame: &Frame, ticks: &[f64], unit: &str) {
             fixed(t, d)
         );
     }
-    let _ = write!(out, r#"<text class="unit" x="4" y="{}">{}</text>"#, MT + 8.0, escape(unit));
+    let _ = write!(
+        out,
+        r#"<text class="unit" x="4" y="{}">{}</text>"#,
+        MT + 8.0,
+        escape(unit)
+    );
 }
 
 /// Stacked bars, one slot per label. Negative values are not drawn (energy per step is
@@ -138,7 +147,12 @@ fn y_axis(out: &mut String, frame: &Frame, ticks: &[f64], unit: &str) {
 pub fn stacked_bars(title: &str, labels: &[String], bars: &[Bars], unit: &str, height: f64) -> String {
     let slots = labels.len().max(1);
     let totals: Vec<f64> = (0..slots)
-        .map(|i| bars.iter().filter_map(|b| b.values.get(i).copied().flatten()).filter(|v| *v > 0.0).sum())
+        .map(|i| {
+            bars.iter()
+                .filter_map(|b| b.values.get(i).copied().flatten())
+                .filter(|v| *v > 0.0)
+                .sum()
+        })
         .collect();
     let max = totals.iter().copied().fold(0.0, f64::max);
     let ticks = ticks(0.0, max);
@@ -157,7 +171,9 @@ pub fn stacked_bars(title: &str, labels: &[String], bars: &[Bars], unit: &str, h
         let x = ML + slot_w * i as f64 + (slot_w - bar_w) / 2.0;
         let mut base = 0.0;
         for b in bars {
-            let Some(v) = b.values.get(i).copied().flatten() else { continue };
+            let Some(v) = b.values.get(i).copied().flatten() else {
+                continue;
+            };
             if v <= 0.0 {
                 continue;
             }
