@@ -336,9 +336,11 @@ impl App {
                 kwh: (!points.is_empty()).then(|| points.iter().map(|p| p.1).sum()),
             });
         }
-        // Power lines: 5-minute averages over a day, daily averages over a month.
+        // Power lines: 5-minute averages over a day (shorter with a short interval, for
+        // demos and tests), daily averages over a month.
+        let line_seconds = (interval * 5).min(300).max(interval);
         let line_step = match view {
-            View::Day => Step::Seconds(300.max(interval)),
+            View::Day => Step::Seconds(line_seconds),
             View::Month => Step::Day,
         };
         let mut power = Vec::new();
@@ -363,6 +365,8 @@ impl App {
             meter_totals,
             series_count: all.len(),
             interval,
+            line_step: i64::from(line_seconds),
+            refresh: (from..to).contains(&(self.clock)()).then(|| interval.clamp(10, 60)),
         })
     }
 }

@@ -57,6 +57,10 @@ pub struct PageModel {
     pub series_count: usize,
     /// The logging interval, seconds.
     pub interval: u32,
+    /// Seconds per point of the power lines (a line breaks after two missing points).
+    pub line_step: i64,
+    /// Reload the page every this many seconds (the period includes now).
+    pub refresh: Option<u32>,
 }
 
 /// The colours of the flows and lines, in order.
@@ -118,9 +122,12 @@ pub fn render(m: &PageModel) -> String {
             m.date.next_month().to_string(),
         ),
     };
+    let refresh = m.refresh.map_or(String::new(), |s| {
+        format!(r#"<meta http-equiv="refresh" content="{s}">"#)
+    });
     let _ = write!(
         out,
-        r#"<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1"><title>Energy {title}</title><link rel="icon" href="data:,"><style>{STYLE}</style></head><body>"#
+        r#"<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1"><title>Energy {title}</title>{refresh}<link rel="icon" href="data:,"><style>{STYLE}</style></head><body>"#
     );
     let _ = write!(
         out,
@@ -164,7 +171,7 @@ pub fn render(m: &PageModel) -> String {
     out.push_str("</div></section>");
     // Power lines.
     let (heading, tick, gap) = match m.view {
-        View::Day => ("Power over the day".to_owned(), 3 * 3600, 600),
+        View::Day => ("Power over the day".to_owned(), 3 * 3600, 2 * m.line_step),
         View::Month => ("Average power per day".to_owned(), 7 * 86_400, 86_400),
     };
     let _ = write!(out, r#"<section id="power"><h2>{heading}</h2>"#);
@@ -224,11 +231,14 @@ mod tests {
             meter_totals: vec![],
             series_count: 1,
             interval: 60,
+            line_step: 300,
+            refresh: Some(60),
         };
         let html = render(&m);
         assert!(html.contains("<svg") && html.contains("12.00") && html.contains("grid &lt;x&gt;"));
         assert!(html.contains("date=2025-12-31") && html.contains("date=2026-01-02"));
         assert!(!html.contains("<script"));
+        assert!(html.contains(r#"http-equiv="refresh" content="60""#));
         m.flows[0].values = vec![None; 24];
         m.view = View::Month;
         let html = render(&m);
