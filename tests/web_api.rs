@@ -96,6 +96,7 @@ fn get(addr: SocketAddr, target: &str) -> (u16, String, String) {
 fn api_answers_and_refuses() {
     let dir = TempDir::new("web-api");
     let db = history(dir.path(), 3);
+    let before = std::fs::read(&db).unwrap();
     let web = start(&dir, &db);
     let a = web.addr;
 
@@ -249,9 +250,10 @@ fn api_answers_and_refuses() {
     assert_eq!(s, 200);
     assert!(h.contains("Content-Length: ") && body.is_empty());
 
-    // Still alive and answering.
+    // Still alive and answering, and the file was only read.
     assert_eq!(get(a, "/api/series").0, 200);
     assert!(web.proc.log_text().find("panicked").is_none());
+    assert_eq!(std::fs::read(&db).unwrap(), before, "pzem-web changed the file");
 }
 
 #[test]
