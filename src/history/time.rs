@@ -46,7 +46,10 @@ impl Offset {
         if text == "Z" || text == "z" {
             return Ok(Offset::UTC);
         }
-        let bad = || TimeError::new(format!("'{text}' is not a UTC offset (Z, +HH:MM or -HH:MM)"));
+        let bad = || TimeError::new(format!("'{}' is not a UTC offset (Z, +HH:MM or -HH:MM)", shorten(text)));
+        if !text.is_ascii() {
+            return Err(bad());
+        }
         let (sign, rest) = match text.as_bytes().first() {
             Some(b'+') => (1, &text[1..]),
             Some(b'-') => (-1, &text[1..]),
@@ -440,5 +443,6 @@ mod tests {
         assert_eq!(Date::of(1_767_225_600 - 1, plus2).to_string(), "2026-01-01");
         assert_eq!(Offset::parse("-05:30").unwrap().to_string(), "-05:30");
         assert!(Offset::parse("+19:00").is_err());
+        assert!(Offset::parse("+1é1").is_err() && Offset::parse("+é:00").is_err());
     }
 }
