@@ -20,7 +20,6 @@
 //! `cargo bench --bench history [-- --rounds N] [--keep]` (`--keep`: leave the year's file).
 
 #[path = "../tests/support/rig.rs"]
-#[allow(dead_code)]
 mod rig;
 
 use pzem::history::time::{DAY, Date, Offset};

@@ -107,13 +107,18 @@ pub fn parse_address_and_model(address: &str, model: &str) -> Result<(Address, M
     Ok((address, model))
 }
 
-/// Parse a config file's text; an error names the line.
+/// Parse a config file's text; an error names the line. The meter lines are those before
+/// the first `[section]` header: the sections belong to other services (`[logger]`,
+/// `[web]`: [`crate::history::config`]).
 pub fn parse_config(text: &str) -> Result<Vec<MeterSpec>, SpecError> {
     let mut meters: Vec<MeterSpec> = Vec::new();
     for (n, line) in text.lines().enumerate() {
         let line = line.split('#').next().unwrap_or("").trim();
         if line.is_empty() {
             continue;
+        }
+        if line.starts_with('[') {
+            break;
         }
         let spec = MeterSpec::parse(line).map_err(|e| SpecError(format!("line {}: {e}", n + 1)))?;
         check_unique(&meters, &spec).map_err(|e| SpecError(format!("line {}: {e}", n + 1)))?;
@@ -211,5 +216,8 @@ mod tests {
         let e = parse_config("1 016 grid\nfoo\n").unwrap_err();
         assert!(e.0.starts_with("line 2:"), "{e}");
         assert_eq!(parse_config("# nothing\n").unwrap(), vec![]);
+        // Sections after the meter lines belong to other services.
+        let m = parse_config("1 016 grid\n[logger]\ninterval = 60\n[web]\nlisten = 0.0.0.0:8088\n").unwrap();
+        assert_eq!(m.len(), 1);
     }
 }
