@@ -616,7 +616,12 @@ mod tests {
     fn scan_finds_every_meter_and_flags_duplicates() {
         let mut c = mixed();
         bus(&mut c).meters.push(SimMeter::new(Model::Pzem016, 5));
-        bus(&mut c).meters.push(SimMeter::new(Model::Pzem016, 5));
+        // Two meters at one address collide only where their replies differ: identical
+        // new meters read quickly one after the other can send the same bytes (their
+        // values drift with the time between reads), so give them different counters.
+        let mut twin = SimMeter::new(Model::Pzem016, 5);
+        twin.set_energy_wh(12_345);
+        bus(&mut c).meters.push(twin);
         let mut tried = 0;
         let range = ScanRange { from: 1, to: 10 };
         let zero = Duration::from_millis(5);
