@@ -89,16 +89,14 @@ pub fn ticks(lo: f64, hi: f64) -> Vec<f64> {
     out
 }
 
+/// The decimals that show every tick `step` apart exactly (0.25 → 2, 0.0002 → 4).
 fn decimals_for(step: f64) -> usize {
-    if step >= 1.0 {
-        0
-    } else if step >= 0.1 {
-        1
-    } else if step >= 0.01 {
-        2
-    } else {
-        3
-    }
+    (0..=6)
+        .find(|&d| {
+            let scaled = step * 10f64.powi(d as i32);
+            (scaled - scaled.round()).abs() < 1e-6 * scaled.abs().max(1.0)
+        })
+        .unwrap_or(6)
 }
 
 struct Frame {
@@ -300,6 +298,7 @@ mod tests {
     #[test]
     fn ticks_are_round() {
         assert_eq!(ticks(0.0, 9.0), vec![0.0, 2.0, 4.0, 6.0, 8.0, 10.0]);
+        assert_eq!((decimals_for(2.0), decimals_for(0.25), decimals_for(0.0002)), (0, 2, 4));
         assert_eq!(ticks(0.0, 0.0), vec![0.0, 0.2, 0.4, 0.6000000000000001, 0.8, 1.0]);
         let t = ticks(-420.0, 2600.0);
         assert!(t[0] <= -420.0 && *t.last().unwrap() >= 2600.0 && t.len() <= 9, "{t:?}");
