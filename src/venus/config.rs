@@ -208,7 +208,7 @@ pub const METERS_SECTION: &str = "meters";
 
 /// The sections the project's programs read; [`ConfigFile::unknown_sections`]
 /// lists the others (a typo, or a newer program's).
-pub const KNOWN_SECTIONS: [&str; 2] = [METERS_SECTION, "energy"];
+pub const KNOWN_SECTIONS: [&str; 4] = [METERS_SECTION, "energy", "logger", "web"];
 
 /// One `[name]` section other than the meters, its lines not interpreted.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -471,6 +471,9 @@ mod tests {
         let e = parse_config("1 016 grid\nfoo\n").unwrap_err();
         assert!(e.0.starts_with("line 2:"), "{e}");
         assert_eq!(parse_config("# nothing\n").unwrap(), vec![]);
+        // Sections after the meter lines belong to other services.
+        let m = parse_config("1 016 grid\n[logger]\ninterval = 60\n[web]\nlisten = 0.0.0.0:8088\n").unwrap();
+        assert_eq!(m.len(), 1);
     }
 
     const WITH_SECTIONS: &str = "\
