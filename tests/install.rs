@@ -672,14 +672,23 @@ fn a_fresh_gx_gets_an_rc_local_and_the_commented_example_and_loses_them_cleanly(
         )
     );
     assert_eq!(mode(&root.join("data/rc.local")), 0o755);
-    // The config is the commented example: nothing enabled, no pin.
+    // The config is the commented example: nothing enabled, no pin; its only active lines
+    // are the [install] section (pzem-dbus refuses a file with neither meters nor sections).
     let conf = root.join("data/conf/pzem.conf");
     assert_eq!(
         read(&conf),
         read(&Path::new(REPO).join("scripts/venus/pzem.conf.example"))
     );
     assert_eq!(mode(&conf), 0o644);
-    assert!(read(&conf).lines().all(|l| l.trim().is_empty() || l.starts_with('#')));
+    let active: Vec<String> = read(&conf)
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    assert_eq!(
+        active,
+        ["[install]", "pzem-energy = no", "pzem-logger = no", "pzem-web = no"]
+    );
     for name in FIXED {
         assert!(fs::symlink_metadata(root.join("service").join(name)).is_err(), "{name}");
         // Installed (not enabled) exactly when the bundle has the binary.
@@ -692,8 +701,7 @@ fn a_fresh_gx_gets_an_rc_local_and_the_commented_example_and_loses_them_cleanly(
     assert!(!root.join("etc/udev/rules.d/zz-pzem-venus.rules").exists());
 
     // Enabling a service afterwards: edit [install], run reapply.sh by hand.
-    let mut text = read(&conf);
-    text.push_str("\n[install]\npzem-logger = yes\n");
+    let text = read(&conf).replace("pzem-logger = no", "pzem-logger = yes");
     fs::write(&conf, &text).unwrap();
     let out = ok(
         gx.sh(&root.join("data/pzem-venus/reapply.sh"), &["--root", &r]),
@@ -818,7 +826,7 @@ fn a_bad_install_section_stops_the_install_and_the_boot_starts_nothing_half_conf
 /// serial-starter's `start_service` for the pty: its substitution of the installed
 /// template, then the run script started as supervise would, with the system bus
 /// pointed at a private one. pzem-dbus must find the simulated meter (the installed
-/// example config has no meter lines: discovery) and publish it.
+/// example config has no meter lines, only the [install] section: discovery) and publish it.
 #[test]
 fn serial_starter_runs_the_installed_template_against_the_simulator() {
     let gx = Gx::new("tty", true);
@@ -880,12 +888,10 @@ fn serial_starter_runs_the_installed_template_against_the_simulator() {
             rig.monitor.get(&name, "/Mgmt/Connection"),
             Some(&Value::Str(format!("Modbus RTU {tty}:1")))
         );
-        // The config and the state directory are the installed ones, under the root.
+        // The installed example config (no meter lines) made it scan the line; the state
+        // directory is the installed one, under the root.
         let out = p.log_text();
-        assert!(
-            out.contains(&format!("{}/data/conf/pzem.conf: no meter lines", gx.r())),
-            "{out}"
-        );
+        assert!(out.contains(&format!("scan of {path}: PZEM AC meter at 1")), "{out}");
         assert_eq!(out.contains("run-service: start"), with_helper, "{out}");
         assert_eq!(p.terminate(), Some(0), "{}", p.log_text());
         let remembered: Vec<_> = fs::read_dir(&state)
