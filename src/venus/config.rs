@@ -207,8 +207,9 @@ pub fn parse_config(text: &str) -> Result<Vec<MeterSpec>, SpecError> {
 pub const METERS_SECTION: &str = "meters";
 
 /// The sections the project's programs read; [`ConfigFile::unknown_sections`]
-/// lists the others (a typo, or a newer program's).
-pub const KNOWN_SECTIONS: [&str; 4] = [METERS_SECTION, "energy", "logger", "web"];
+/// lists the others (a typo, or a newer program's). `[install]` is read by the
+/// GX scripts (`scripts/venus/`: which services run, the adapter pin), not by a binary.
+pub const KNOWN_SECTIONS: [&str; 5] = [METERS_SECTION, "energy", "logger", "web", "install"];
 
 /// One `[name]` section other than the meters, its lines not interpreted.
 #[derive(Clone, Debug, PartialEq, Eq)]
