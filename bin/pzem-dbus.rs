@@ -3,11 +3,11 @@
 use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use getopts::Options;
 use pzem::Line;
+use pzem::cli::{self, Program};
 use pzem::dbus::Bus;
 use pzem::venus::config::{MeterSpec, check_unique, parse_config, split_sections};
 use pzem::venus::discovery::{DEFAULT_RANGE, parse_range};
@@ -42,17 +42,15 @@ Examples:
   pzem-dbus --tcp 192.168.1.50:502 --modbus-tcp -m 1:016:pvinverter
 ";
 
-static STOP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    STOP.store(true, Ordering::Relaxed);
-}
-
 fn main() -> ExitCode {
-    let args = match pzem::utf8_args() {
-        Ok(a) => a,
-        Err(e) => return usage_error(&e),
+    let program = Program {
+        name: "pzem-dbus",
+        usage: "pzem-dbus (-d TTY | --tcp HOST:PORT [--modbus-tcp]) [options]",
+        help_tail: HELP_TAIL,
+        exit_codes: ExitReason::ALL.iter().map(|r| (r.code(), r.meaning())).collect(),
+        usage_code: ExitReason::Usage.code(),
     };
+    let usage_error = |message: &str| program.usage_error(message);
     let mut opts = Options::new();
     opts.optopt("d", "device", "serial device of the RS-485 adapter", "TTY");
     opts.optopt(
@@ -106,32 +104,10 @@ fn main() -> ExitCode {
         "forget",
         "forget the meters discovery remembers for the line, and exit",
     );
-    opts.optflag("v", "verbose", "log debug messages");
-    opts.optflag("h", "help", "show this help");
-    opts.optflag("V", "version", "show the version");
-    let matches = match opts.parse(&args) {
+    let matches = match program.start(opts) {
         Ok(m) => m,
-        Err(e) => return usage_error(&e.to_string()),
+        Err(code) => return code,
     };
-    if matches.opt_present("h") {
-        println!(
-            "{}\n{HELP_TAIL}\nExit codes:",
-            opts.usage("Usage: pzem-dbus (-d TTY | --tcp HOST:PORT [--modbus-tcp]) [options]")
-        );
-        for reason in ExitReason::ALL {
-            println!("  {}  {}", reason.code(), reason.meaning());
-        }
-        return ExitCode::SUCCESS;
-    }
-    if matches.opt_present("V") {
-        println!("pzem-dbus {}", env!("CARGO_PKG_VERSION"));
-        return ExitCode::SUCCESS;
-    }
-    let level = if matches.opt_present("v") { "debug" } else { "info" };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
-        .format_timestamp(None)
-        .format_target(false)
-        .init();
 
     let line = match Line::from_flags(
         matches.opt_str("d"),
@@ -196,12 +172,8 @@ fn main() -> ExitCode {
             }
         };
     }
-    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-    unsafe {
-        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
-    }
-    ExitCode::from(service_loop::run(&config, &STOP).code())
+    let stop = cli::install_stop_signals();
+    ExitCode::from(service_loop::run(&config, stop).code())
 }
 
 /// Meters from -m, else the config file, else a scan of a range of addresses.
@@ -246,9 +218,4 @@ fn configured_meters(matches: &getopts::Matches) -> Result<Option<Vec<MeterSpec>
         Err(e) if explicit => Err(format!("cannot read {path}: {e}")),
         Err(_) => Ok(None),
     }
-}
-
-fn usage_error(message: &str) -> ExitCode {
-    eprintln!("pzem-dbus: {message}\nTry 'pzem-dbus --help'.");
-    ExitCode::from(ExitReason::Usage.code())
 }

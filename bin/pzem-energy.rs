@@ -2,9 +2,9 @@
 //! meters and the battery monitor, published as vebus `/Energy/*` counters.
 
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use getopts::Options;
+use pzem::cli::{self, Program};
 use pzem::flow_service::machine::ExitReason;
 use pzem::flow_service::options::{self, DEFAULT_CONFIG, DEFAULT_STATE, Flags, KEYS};
 use pzem::flow_service::service_loop;
@@ -26,17 +26,15 @@ instance above every real VE.Bus device's, or com.victronenergy.pzem_energy.flow
 The bus: the D-Bus system bus (DBUS_SYSTEM_BUS_ADDRESS is honoured), or --dbus.
 ";
 
-static STOP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    STOP.store(true, Ordering::Relaxed);
-}
-
 fn main() -> ExitCode {
-    let args = match pzem::utf8_args() {
-        Ok(a) => a,
-        Err(e) => return usage_error(&e),
+    let program = Program {
+        name: "pzem-energy",
+        usage: "pzem-energy --ac-in SERVICE --ac-out SERVICE [--battery SERVICE] [options]",
+        help_tail: HELP_TAIL,
+        exit_codes: ExitReason::ALL.iter().map(|r| (r.code(), r.meaning())).collect(),
+        usage_code: ExitReason::Usage.code(),
     };
+    let usage_error = |message: &str| program.usage_error(message);
     let mut opts = Options::new();
     opts.optopt(
         "c",
@@ -99,35 +97,10 @@ fn main() -> ExitCode {
         "seconds to wait for localsettings (default 10)",
         "S",
     );
-    opts.optflag("v", "verbose", "log debug messages");
-    opts.optflag("h", "help", "show this help");
-    opts.optflag("V", "version", "show the version");
-    let matches = match opts.parse(&args) {
+    let matches = match program.start(opts) {
         Ok(m) => m,
-        Err(e) => return usage_error(&e.to_string()),
+        Err(code) => return code,
     };
-    if matches.opt_present("h") {
-        println!(
-            "{}\n{HELP_TAIL}\nExit codes:",
-            opts.usage("Usage: pzem-energy --ac-in SERVICE --ac-out SERVICE [--battery SERVICE] [options]")
-        );
-        for reason in ExitReason::ALL {
-            println!("  {}  {}", reason.code(), reason.meaning());
-        }
-        return ExitCode::SUCCESS;
-    }
-    if matches.opt_present("V") {
-        println!("pzem-energy {}", env!("CARGO_PKG_VERSION"));
-        return ExitCode::SUCCESS;
-    }
-    if !matches.free.is_empty() {
-        return usage_error(&format!("unexpected argument '{}'", matches.free[0]));
-    }
-    let level = if matches.opt_present("v") { "debug" } else { "info" };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
-        .format_timestamp(None)
-        .format_target(false)
-        .init();
 
     let flags = Flags {
         config: matches.opt_str("c"),
@@ -142,15 +115,6 @@ fn main() -> ExitCode {
     for w in warnings {
         log::warn!("{w}");
     }
-    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-    unsafe {
-        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
-    }
-    ExitCode::from(service_loop::run(&config, &STOP).code())
-}
-
-fn usage_error(message: &str) -> ExitCode {
-    eprintln!("pzem-energy: {message}\nTry 'pzem-energy --help'.");
-    ExitCode::from(ExitReason::Usage.code())
+    let stop = cli::install_stop_signals();
+    ExitCode::from(service_loop::run(&config, stop).code())
 }

@@ -57,7 +57,11 @@ mod state_file;
 pub mod tcp;
 mod transport;
 
-// The tools' internals (pzem-info, pzem-dbus, pzem-energy): public for the binaries, not API.
+// The tools' internals (pzem-info, pzem-dbus, pzem-energy, pzem-logger, pzem-web): public
+// for the binaries, not API.
+#[cfg(feature = "cli")]
+#[doc(hidden)]
+pub mod cli;
 #[cfg(all(feature = "dbus", unix))]
 #[doc(hidden)]
 pub mod flow_service;
@@ -74,6 +78,12 @@ pub use line::utf8_args;
 #[cfg(unix)]
 #[doc(hidden)]
 pub use poll_set::PollSet;
+// pzem-logger's and pzem-web's: the history core and store, the page and its server.
+#[doc(hidden)]
+pub mod history;
+#[cfg(all(feature = "web", unix))]
+#[doc(hidden)]
+pub mod web;
 
 pub use ac::{AcParameters, AcReading};
 pub use address::{Address, InvalidAddress};

@@ -235,9 +235,8 @@ impl PollSet {
 
 /// Blocks SIGTERM and SIGINT in this thread; returns the mask it had, to wait with (so the
 /// signals are delivered only while the loop waits, never between its check of the stop
-/// flag and the wait), and to restore.
-// Used by the services (feature `dbus`).
-#[cfg_attr(not(feature = "dbus"), allow(dead_code))]
+/// flag and the wait), and to restore. Used by the services' loops (feature `dbus`).
+#[cfg(feature = "dbus")]
 pub(crate) fn block_stop_signals() -> Option<libc::sigset_t> {
     // SAFETY: sigset_t is plain data; the calls get valid pointers to locals.
     unsafe {
@@ -255,8 +254,7 @@ pub(crate) fn block_stop_signals() -> Option<libc::sigset_t> {
     }
 }
 
-// Used by the services (feature `dbus`).
-#[cfg_attr(not(feature = "dbus"), allow(dead_code))]
+#[cfg(feature = "dbus")]
 pub(crate) fn restore_signals(mask: Option<libc::sigset_t>) {
     if let Some(mask) = mask {
         // SAFETY: a valid mask from block_stop_signals.

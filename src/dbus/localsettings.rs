@@ -54,6 +54,19 @@ pub struct SettingResult {
     pub value: Option<Value>,
 }
 
+/// A new connection that has waited up to `wait` for localsettings to appear and follows
+/// its signals; `Ok(None)` when it did not appear (velib's SettingsDevice waits the same way).
+pub fn connect_to_settings(bus: &super::Bus, wait: std::time::Duration) -> Result<Option<BusClient>, BusError> {
+    let mut client = BusClient::new(bus)?;
+    match client.wait_for_name(SETTINGS_SERVICE, wait) {
+        Ok(()) => {}
+        Err(BusError::Timeout(_)) => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    client.subscribe_service(SETTINGS_SERVICE)?;
+    Ok(Some(client))
+}
+
 impl BusClient {
     /// Bulk `AddSettings` on `/` of localsettings (§5). One result per setting, in order.
     /// [`BusError::BadReply`] when the answer is not `aa{sv}` or a result lacks its integer

@@ -84,7 +84,7 @@ pub use client::{BusClient, Event, VENUS_PREFIX};
 pub use conn::{Bus, Conn, DEFAULT_TIMEOUT};
 pub use error::BusError;
 pub use follower::{Followed, Follower};
-pub use localsettings::{SETTINGS_IFACE, SETTINGS_SERVICE, Setting, SettingResult};
+pub use localsettings::{SETTINGS_IFACE, SETTINGS_SERVICE, Setting, SettingResult, connect_to_settings};
 pub use marshal::{FIRST_SIGNAL_SERIAL, items_changed};
 pub use service::{SET_REFUSED, SET_REJECTED, Service, WriteHandler, WriteOutcome};
 pub use text::{Format, INVALID_TEXT};

@@ -29,14 +29,7 @@ pub struct FlowSettings {
 impl FlowSettings {
     /// Connect and wait up to `wait` for localsettings; `Ok(None)` when it does not appear.
     pub fn connect(bus: &Bus, wait: Duration) -> Result<Option<FlowSettings>, BusError> {
-        let mut client = BusClient::new(bus)?;
-        match client.wait_for_name(SETTINGS_SERVICE, wait) {
-            Ok(()) => {}
-            Err(BusError::Timeout(_)) => return Ok(None),
-            Err(e) => return Err(e),
-        }
-        client.subscribe_service(SETTINGS_SERVICE)?;
-        Ok(Some(FlowSettings { client }))
+        Ok(crate::dbus::connect_to_settings(bus, wait)?.map(|client| FlowSettings { client }))
     }
 
     /// The connection, to wait on.

@@ -207,8 +207,9 @@ pub fn parse_config(text: &str) -> Result<Vec<MeterSpec>, SpecError> {
 pub const METERS_SECTION: &str = "meters";
 
 /// The sections the project's programs read; [`ConfigFile::unknown_sections`]
-/// lists the others (a typo, or a newer program's).
-pub const KNOWN_SECTIONS: [&str; 2] = [METERS_SECTION, "energy"];
+/// lists the others (a typo, or a newer program's). `[install]` is read by the
+/// GX scripts (`scripts/venus/`: which services run, the adapter pin), not by a binary.
+pub const KNOWN_SECTIONS: [&str; 5] = [METERS_SECTION, "energy", "logger", "web", "install"];
 
 /// One `[name]` section other than the meters, its lines not interpreted.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -471,6 +472,9 @@ mod tests {
         let e = parse_config("1 016 grid\nfoo\n").unwrap_err();
         assert!(e.0.starts_with("line 2:"), "{e}");
         assert_eq!(parse_config("# nothing\n").unwrap(), vec![]);
+        // Sections after the meter lines belong to other services.
+        let m = parse_config("1 016 grid\n[logger]\ninterval = 60\n[web]\nlisten = 0.0.0.0:8088\n").unwrap();
+        assert_eq!(m.len(), 1);
     }
 
     const WITH_SECTIONS: &str = "\

@@ -97,14 +97,7 @@ impl SettingsLink {
     /// Connect and wait up to `wait` for localsettings to appear.
     /// `Ok(None)` when it does not.
     pub fn connect(bus: &Bus, wait: Duration) -> Result<Option<SettingsLink>, BusError> {
-        let mut client = BusClient::new(bus)?;
-        match client.wait_for_name(SETTINGS_SERVICE, wait) {
-            Ok(()) => {}
-            Err(BusError::Timeout(_)) => return Ok(None),
-            Err(e) => return Err(e),
-        }
-        client.subscribe_service(SETTINGS_SERVICE)?;
-        Ok(Some(SettingsLink { client }))
+        Ok(crate::dbus::connect_to_settings(bus, wait)?.map(|client| SettingsLink { client }))
     }
 
     /// The connection, to wait on.

@@ -1,0 +1,342 @@
+//! `pzem-logger`: record the energy history of the PZEM meters, the energy-flow service and
+//! the battery monitors into an SQLite file; export it as CSV; fill a file with synthetic
+//! history.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use getopts::Options;
+use pzem::dbus::Bus;
+use pzem::history::config::{self, HistoryConfig};
+use pzem::history::logger_loop::{self, LoggerConfig};
+use pzem::history::params::SamplesQuery;
+use pzem::history::query::Step;
+use pzem::history::series::{DEFAULT_PATTERNS, Pattern};
+use pzem::history::store::{Reader, Retention, Writer};
+use pzem::history::synth::{self, Synth};
+use pzem::history::time::{Offset, local_offset, unix_now};
+use pzem::history::{csv, recorder::Batch};
+
+const DEFAULT_CONFIG: &str = "/data/conf/pzem.conf";
+const DEFAULT_DB: &str = "/data/var/lib/pzem-venus/history.sqlite";
+const USAGE_CODE: u8 = 2;
+
+const HELP_TAIL: &str = "\
+Commands:
+  pzem-logger [--db FILE] [--interval SECONDS] [--services PATTERN...]   record (default)
+  pzem-logger export --db FILE --series ID --from T --to T [--step minute|hour|day]
+  pzem-logger synth --db FILE --days N [--meters K]
+
+Recording follows, by default, com.victronenergy.*.pzem_* (the meters),
+com.victronenergy.vebus.pzem_energy (the energy flows) and
+com.victronenergy.battery.* (battery monitors); --services replaces that list
+(repeat it, or separate patterns with commas; * matches anything). One sample
+per interval per series: energy counters (kWh) at the interval's end, power (W)
+as the average of what was published. Options not given come from the [logger]
+section of the config file (db, interval, services, raw_days, hour_days).
+
+Times (export): Unix seconds, YYYY-MM-DD or YYYY-MM-DDTHH:MM[:SS][Z|+HH:MM];
+without a zone they are local time. export writes CSV to standard output.
+
+Exit codes: 0 stopped, 2 usage, 3 the history file cannot be used (it is left
+untouched), 4 D-Bus failed.
+";
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::Relaxed);
+}
+
+fn main() -> ExitCode {
+    let args = match pzem::utf8_args() {
+        Ok(a) => a,
+        Err(e) => return usage_error(&e),
+    };
+    let (command, rest) = match args.first().map(String::as_str) {
+        Some("export") => ("export", &args[1..]),
+        Some("synth") => ("synth", &args[1..]),
+        Some("record") => ("record", &args[1..]),
+        _ => ("record", &args[..]),
+    };
+    let mut opts = Options::new();
+    opts.optopt("", "db", &format!("the history file (default {DEFAULT_DB})"), "FILE");
+    opts.optflag("v", "verbose", "log debug messages");
+    opts.optflag("h", "help", "show this help");
+    opts.optflag("V", "version", "show the version");
+    match command {
+        "record" => {
+            opts.optopt(
+                "i",
+                "interval",
+                "seconds per sample, dividing 3600 (default 60)",
+                "SECONDS",
+            );
+            opts.optmulti("s", "services", "services to follow (repeatable)", "PATTERN");
+            opts.optopt(
+                "c",
+                "config",
+                &format!("config file (default {DEFAULT_CONFIG} if present)"),
+                "FILE",
+            );
+            opts.optopt("", "dbus", "D-Bus address instead of the system bus", "ADDRESS");
+            opts.optopt("", "raw-days", "days of raw samples kept (default 366)", "N");
+            opts.optopt("", "hour-days", "days of hourly roll-ups kept (default 3660)", "N");
+        }
+        "export" => {
+            opts.optopt("", "series", "series id (see pzem-web's /api/series)", "ID");
+            opts.optopt("", "from", "start", "T");
+            opts.optopt("", "to", "end (exclusive)", "T");
+            opts.optopt("", "step", "minute, hour or day (default minute)", "STEP");
+            opts.optopt(
+                "",
+                "utc-offset",
+                "local time offset (default: this machine's)",
+                "+HH:MM",
+            );
+        }
+        _ => {
+            opts.optopt("", "days", "days of history", "N");
+            opts.optopt("", "meters", "meters (default 4)", "K");
+            opts.optopt("", "seed", "random seed (default 1)", "N");
+        }
+    }
+    let matches = match opts.parse(rest) {
+        Ok(m) => m,
+        Err(e) => return usage_error(&e.to_string()),
+    };
+    if matches.opt_present("h") {
+        println!(
+            "{}\n{HELP_TAIL}",
+            opts.usage(&format!("Usage: pzem-logger {command} [options]"))
+        );
+        return ExitCode::SUCCESS;
+    }
+    if matches.opt_present("V") {
+        println!("pzem-logger {}", env!("CARGO_PKG_VERSION"));
+        return ExitCode::SUCCESS;
+    }
+    if !matches.free.is_empty() {
+        return usage_error(&format!("unexpected argument '{}'", matches.free[0]));
+    }
+    let level = if matches.opt_present("v") { "debug" } else { "info" };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
+        .format_timestamp(None)
+        .format_target(false)
+        .init();
+    match command {
+        "record" => record(&matches),
+        "export" => export(&matches),
+        _ => synthesize(&matches),
+    }
+}
+
+/// `--NAME N` as a whole number within `range`.
+fn number(matches: &getopts::Matches, name: &str, range: std::ops::RangeInclusive<u64>) -> Result<Option<u64>, String> {
+    match matches.opt_str(name) {
+        None => Ok(None),
+        Some(t) => match t.parse::<u64>() {
+            Ok(v) if range.contains(&v) => Ok(Some(v)),
+            _ => Err(format!(
+                "--{name} takes a whole number from {} to {}, not '{t}'",
+                range.start(),
+                range.end()
+            )),
+        },
+    }
+}
+
+fn file_config(matches: &getopts::Matches) -> Result<HistoryConfig, String> {
+    let (path, explicit) = match matches.opt_str("c") {
+        Some(p) => (p, true),
+        None => (DEFAULT_CONFIG.to_owned(), false),
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(text) => config::parse(&text).map_err(|e| format!("{path}: {e}")),
+        Err(e) if explicit => Err(format!("cannot read {path}: {e}")),
+        Err(_) => Ok(HistoryConfig::default()),
+    }
+}
+
+fn record(matches: &getopts::Matches) -> ExitCode {
+    let parsed = (|| -> Result<LoggerConfig, String> {
+        let file = file_config(matches)?.logger;
+        let interval = match number(matches, "interval", 1..=3600)? {
+            Some(v) => v as u32,
+            None => file.interval.unwrap_or(60),
+        };
+        if interval == 0 || 3600 % interval != 0 {
+            return Err(format!(
+                "the interval must divide an hour (1, 2, 5, 10, 15, 30, 60, 300, 600 … 3600 s), not {interval}"
+            ));
+        }
+        let flags = matches.opt_strs("s");
+        let texts: Vec<String> = if !flags.is_empty() {
+            flags
+                .iter()
+                .flat_map(|f| {
+                    f.split([',', ' '])
+                        .filter(|p| !p.is_empty())
+                        .map(str::to_owned)
+                        .collect::<Vec<_>>()
+                })
+                .collect()
+        } else if let Some(s) = file.services {
+            s
+        } else {
+            DEFAULT_PATTERNS.iter().map(|p| (*p).to_owned()).collect()
+        };
+        let patterns = texts
+            .iter()
+            .map(|t| Pattern::new(t).map_err(|e| e.to_string()))
+            .collect::<Result<Vec<_>, _>>()?;
+        if patterns.is_empty() {
+            return Err("--services: no pattern given".into());
+        }
+        let default = Retention::default();
+        let raw_days = number(matches, "raw-days", 1..=36_600)?
+            .map(|v| v as u32)
+            .or(file.raw_days)
+            .unwrap_or(default.raw_days);
+        let hour_days = number(matches, "hour-days", 1..=36_600)?
+            .map(|v| v as u32)
+            .or(file.hour_days)
+            .unwrap_or(default.hour_days);
+        if hour_days < raw_days {
+            return Err(format!(
+                "hourly roll-ups ({hour_days} days) must be kept at least as long as raw samples ({raw_days} days)"
+            ));
+        }
+        Ok(LoggerConfig {
+            bus: Bus::from_flag(matches.opt_str("dbus").as_deref()),
+            db: PathBuf::from(
+                matches
+                    .opt_str("db")
+                    .or(file.db)
+                    .unwrap_or_else(|| DEFAULT_DB.to_owned()),
+            ),
+            interval,
+            patterns,
+            retention: Retention { raw_days, hour_days },
+        })
+    })();
+    let config = match parsed {
+        Ok(c) => c,
+        Err(e) => return usage_error(&e),
+    };
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+    }
+    let exit = logger_loop::run(&config, &STOP);
+    match &exit {
+        logger_loop::LoggerExit::Stopped => {}
+        logger_loop::LoggerExit::Store(e) => log::error!("{e}"),
+        logger_loop::LoggerExit::Bus(e) => log::error!("D-Bus: {e}"),
+    }
+    ExitCode::from(exit.code())
+}
+
+fn export(matches: &getopts::Matches) -> ExitCode {
+    let offset = match matches.opt_str("utc-offset") {
+        Some(t) => match Offset::parse(&t) {
+            Ok(o) => o,
+            Err(e) => return usage_error(&format!("--utc-offset: {e}")),
+        },
+        None => local_offset(),
+    };
+    let mut query: Vec<(String, String)> = Vec::new();
+    for name in ["series", "from", "to", "step"] {
+        if let Some(v) = matches.opt_str(name) {
+            query.push((name.to_owned(), v));
+        }
+    }
+    let Some(db) = matches.opt_str("db") else {
+        return usage_error("export needs --db FILE");
+    };
+    let q = match SamplesQuery::parse(&query, offset) {
+        Ok(q) => q,
+        Err(e) => return usage_error(&e),
+    };
+    let reader = match Reader::open(std::path::Path::new(&db)) {
+        Ok(r) => r,
+        Err(e) => return fail(3, &e.to_string()),
+    };
+    if q.step == Step::Minute && reader.interval() > 60 {
+        return usage_error(&format!(
+            "--step minute is finer than the logging interval ({} s)",
+            reader.interval()
+        ));
+    }
+    let series = match reader.series_by_id(q.series) {
+        Ok(Some(s)) => s,
+        Ok(None) => return usage_error(&format!("no series {} in {db}", q.series)),
+        Err(e) => return fail(3, &e.to_string()),
+    };
+    match reader.points(&series, q.step, offset, q.from, q.to) {
+        Ok(points) => {
+            use std::io::Write;
+            let text = csv::write(&points, series.quantity.unit(), offset);
+            if std::io::stdout().write_all(text.as_bytes()).is_err() {
+                return fail(1, "cannot write to standard output");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(3, &e.to_string()),
+    }
+}
+
+fn synthesize(matches: &getopts::Matches) -> ExitCode {
+    let parsed = (|| -> Result<(String, u32, u32, u64), String> {
+        let db = matches.opt_str("db").ok_or("synth needs --db FILE (a new file)")?;
+        let days = number(matches, "days", 1..=3660)?.ok_or("synth needs --days N")? as u32;
+        let meters = number(matches, "meters", 1..=16)?.unwrap_or(4) as u32;
+        let seed = number(matches, "seed", 0..=u64::MAX)?.unwrap_or(1);
+        Ok((db, days, meters, seed))
+    })();
+    let (db, days, meters, seed) = match parsed {
+        Ok(p) => p,
+        Err(e) => return usage_error(&e),
+    };
+    let t0 = std::time::Instant::now();
+    let mut writer = match Writer::create_new(std::path::Path::new(&db), synth::INTERVAL, Retention::default()) {
+        Ok(w) => w,
+        Err(e) => return fail(3, &e.to_string()),
+    };
+    let synth = Synth::new(days, meters, unix_now(), local_offset(), seed);
+    let series = synth.series_count();
+    let mut batch: Vec<Batch> = Vec::with_capacity(1440);
+    let mut samples = 0usize;
+    for b in synth {
+        samples += b.samples.len();
+        batch.push(b);
+        if batch.len() == 1440 {
+            if let Err(e) = writer.write(&batch) {
+                return fail(3, &e.to_string());
+            }
+            batch.clear();
+        }
+    }
+    if let Err(e) = writer.write(&batch).and_then(|()| writer.finish()) {
+        return fail(3, &e.to_string());
+    }
+    let size = std::fs::metadata(&db).map_or(0, |m| m.len());
+    eprintln!(
+        "pzem-logger synth: {days} days, {meters} meters, {series} series, {samples} samples into {db} ({:.1} MB) in {:.1} s",
+        size as f64 / 1e6,
+        t0.elapsed().as_secs_f64()
+    );
+    ExitCode::SUCCESS
+}
+
+fn fail(code: u8, message: &str) -> ExitCode {
+    eprintln!("pzem-logger: {message}");
+    ExitCode::from(code)
+}
+
+fn usage_error(message: &str) -> ExitCode {
+    eprintln!("pzem-logger: {message}\nTry 'pzem-logger --help'.");
+    ExitCode::from(USAGE_CODE)
+}

@@ -1,0 +1,357 @@
+//! The real `pzem-logger` on a private bus: against the real `pzem-dbus` publishing the
+//! simulator's meters, an energy-flow service and a battery monitor; and killed with
+//! SIGKILL again and again while it writes.
+#![cfg(all(feature = "serial", feature = "dbus", feature = "cli", feature = "history"))]
+
+#[path = "support/rig.rs"]
+mod rig;
+mod support;
+
+use pzem::dbus::{Format, Kind, TreeBuilder, Value};
+use pzem::sim::{Pacing, SimBus, SimMeter, SimServer};
+use pzem::{Model, dbus::testkit::PrivateBus};
+use rig::*;
+use rusqlite::Connection;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use support::Running;
+
+const DBUS: &str = env!("CARGO_BIN_EXE_pzem-dbus");
+const LOGGER: &str = env!("CARGO_BIN_EXE_pzem-logger");
+const VEBUS: &str = "com.victronenergy.vebus.pzem_energy";
+const BATTERY: &str = "com.victronenergy.battery.ttyO1";
+const OTHER: &str = "com.victronenergy.vebus.ttyS4";
+
+fn unix_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+/// Sleeps until `ms` (Unix milliseconds).
+fn sleep_until(ms: i64) {
+    let left = ms - unix_ms();
+    if left > 0 {
+        std::thread::sleep(Duration::from_millis(left as u64));
+    }
+}
+
+fn service_tree(paths: &[&str]) -> TreeBuilder {
+    let mut t = TreeBuilder::new();
+    t.add("/DeviceInstance", Kind::Int, Format::Plain).value(300);
+    t.add("/ProductName", Kind::Str, Format::Plain).value("test");
+    for p in paths {
+        t.add(*p, Kind::Double, Format::number(3, ""));
+    }
+    t
+}
+
+fn set(service: &Running, values: &[(&'static str, Value)]) {
+    let values = values.to_vec();
+    service.with(move |s| {
+        for (p, v) in values {
+            let _ = s.tree_mut().set_path(p, v);
+        }
+        s.flush().unwrap();
+    });
+}
+
+type Rows = BTreeMap<(String, String, i64), f64>;
+
+/// Every stored sample: (service, path, t) → value.
+fn rows(db: &Path) -> Rows {
+    let c = Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+    let mut stmt = c
+        .prepare("SELECT s.service, s.path, x.t, x.v FROM sample x JOIN series s ON s.id = x.series")
+        .unwrap();
+    stmt.query_map([], |r| Ok(((r.get(0)?, r.get(1)?, r.get(2)?), r.get(3)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+fn of<'a>(rows: &'a Rows, service: &'a str, path: &'a str) -> impl Iterator<Item = (i64, f64)> + 'a {
+    rows.iter()
+        .filter(move |((s, p, _), _)| s == service && p == path)
+        .map(|((_, _, t), v)| (*t, *v))
+}
+
+fn logger(rig: &Rig, db: &Path, tag: &str) -> Proc {
+    let args: Vec<String> = [
+        "--dbus",
+        rig.bus.address(),
+        "--db",
+        db.to_str().unwrap(),
+        "--interval",
+        "1",
+        "-c",
+        "/dev/null",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    rig.start(LOGGER, tag, &args)
+}
+
+#[test]
+fn records_meters_flows_and_battery_with_gaps() {
+    let mut meters = vec![SimMeter::new(Model::Pzem016, 1), SimMeter::new(Model::Pzem017, 2)];
+    meters[0].set_energy_wh(123_456);
+    let sim = SimServer::pty(SimBus::new(meters, 3), Pacing::NONE).unwrap();
+    let tty = sim.path().unwrap().to_owned();
+    let mut rig = Rig::new(true);
+    let args = rig.args(&["-d", &tty], &["1:016:grid", "2:017:dcsource"], &[]);
+    let _dbus = rig.start(DBUS, "pzem-dbus", &args);
+    let grid = service_name("grid", &tty, 1);
+    let dc = service_name("dcsource", &tty, 2);
+    rig.monitor.wait_connected(&grid, Duration::from_secs(10));
+    rig.monitor.wait_connected(&dc, Duration::from_secs(10));
+
+    let flows = [
+        "/Energy/AcIn1ToAcOut",
+        "/Energy/AcIn1ToInverter",
+        "/Energy/InverterToAcOut",
+    ];
+    let vebus = Running::start(&rig.bus.bus(), VEBUS, service_tree(&flows), support::test_handler);
+    let battery_paths = ["/Dc/0/Power", "/History/ChargedEnergy", "/History/DischargedEnergy"];
+    let battery = Running::start(
+        &rig.bus.bus(),
+        BATTERY,
+        service_tree(&battery_paths),
+        support::test_handler,
+    );
+    let other = Running::start(&rig.bus.bus(), OTHER, service_tree(&flows), support::test_handler);
+    set(&other, &[("/Energy/AcIn1ToAcOut", Value::Double(1.0))]);
+    set(
+        &battery,
+        &[
+            ("/History/ChargedEnergy", Value::Double(10.5)),
+            ("/History/DischargedEnergy", Value::Double(3.25)),
+        ],
+    );
+
+    let db = rig.dir.path().join("history.sqlite");
+    let mut log = logger(&rig, &db, "logger");
+
+    // Eight whole seconds: battery power 100 W for the first quarter of each second and
+    // 500 W for the rest (average 400 W; the last reading is always 500 W); the flows'
+    // counters step at each half second.
+    let start = (unix_ms() / 1000 + 2) * 1000;
+    let mut published: BTreeMap<i64, [f64; 3]> = BTreeMap::new();
+    for k in 0..8 {
+        let s = start + k * 1000;
+        sleep_until(s + 5);
+        set(&battery, &[("/Dc/0/Power", Value::Double(100.0))]);
+        sleep_until(s + 250);
+        set(&battery, &[("/Dc/0/Power", Value::Double(500.0))]);
+        let c = [0.5 + k as f64 * 0.01, 2.0 + k as f64 * 0.02, 7.0];
+        set(
+            &vebus,
+            &[
+                (flows[0], Value::Double(c[0])),
+                (flows[1], Value::Double(c[1])),
+                (flows[2], Value::Double(c[2])),
+            ],
+        );
+        published.insert(s / 1000, c);
+    }
+    // The flow service leaves the bus for 3 s: a gap.
+    let gap_from = (unix_ms() / 1000 + 1) * 1000;
+    sleep_until(gap_from + 10);
+    drop(vebus);
+    sleep_until(gap_from + 3000 + 10);
+    let vebus = Running::start(&rig.bus.bus(), VEBUS, service_tree(&flows), support::test_handler);
+    set(
+        &vebus,
+        &[
+            (flows[0], Value::Double(0.9)),
+            (flows[1], Value::Double(3.0)),
+            (flows[2], Value::Double(7.5)),
+        ],
+    );
+    let back = unix_ms() / 1000;
+    sleep_until((back + 3) * 1000 + 100);
+    // Stopped by SIGTERM: exit 0.
+    assert_eq!(log.terminate(), Some(0), "{}", log.log_text());
+    drop(vebus);
+    rig.monitor.pump_for(Duration::from_millis(50));
+
+    let r = rows(&db);
+    // Battery power: the time-weighted average, not the last reading.
+    let bat: BTreeMap<i64, f64> = of(&r, BATTERY, "/Dc/0/Power").collect();
+    for k in 0..8 {
+        let t = start / 1000 + k;
+        let v = bat
+            .get(&t)
+            .unwrap_or_else(|| panic!("no battery sample at {t}: {bat:?}"));
+        assert!((v - 400.0).abs() < 20.0, "battery at +{k}s: {v} (want about 400)");
+    }
+    // Counters: the value published before the interval's end, exactly.
+    let flow0: BTreeMap<i64, f64> = of(&r, VEBUS, flows[0]).collect();
+    for (t, c) in &published {
+        assert_eq!(flow0.get(t), Some(&c[0]), "AcIn1ToAcOut at {t}");
+    }
+    let charged: Vec<f64> = of(&r, BATTERY, "/History/ChargedEnergy").map(|x| x.1).collect();
+    assert!(charged.len() >= 8 && charged.iter().all(|v| *v == 10.5));
+    // The gap: nothing recorded for the flows while the service was away.
+    let g = gap_from / 1000;
+    for t in g + 1..g + 3 {
+        assert!(
+            !flow0.contains_key(&t),
+            "a value at {t} while the service was gone: {flow0:?}"
+        );
+    }
+    assert_eq!(
+        flow0.get(&(back + 1)),
+        Some(&0.9),
+        "recorded again after it came back: {flow0:?}"
+    );
+    // A vebus service that is not ours is not recorded.
+    assert!(!r.keys().any(|(s, _, _)| s == OTHER));
+    // The meters published by pzem-dbus: power and energy of both, in W and kWh; the grid
+    // counter starts at 123.456 kWh (never Wh).
+    for (service, power, energy) in [
+        (&grid, "/Ac/Power", "/Ac/Energy/Forward"),
+        (&dc, "/Dc/0/Power", "/History/EnergyOut"),
+    ] {
+        let p: Vec<f64> = of(&r, service, power).map(|x| x.1).collect();
+        let e: Vec<f64> = of(&r, service, energy).map(|x| x.1).collect();
+        assert!(
+            p.len() >= 10 && e.len() >= 10,
+            "{service}: {} power, {} energy samples",
+            p.len(),
+            e.len()
+        );
+        assert!(p.iter().all(|v| *v > 0.0 && *v < 23_000.0), "{service}: {p:?}");
+        assert!(e.windows(2).all(|w| w[1] >= w[0]), "{service}: counter went down");
+    }
+    let ge: Vec<f64> = of(&r, &grid, "/Ac/Energy/Forward").map(|x| x.1).collect();
+    assert!(ge[0] >= 123.456 && ge[0] < 124.0, "{ge:?}");
+    // The file is readable through the reader's API too, with the series listed.
+    let reader = pzem::history::store::Reader::open(&db).unwrap();
+    assert!(reader.series().unwrap().len() >= 4 + 3 + 3);
+    drop(sim);
+}
+
+#[test]
+fn killed_while_writing_loses_nothing_committed() {
+    let bus = PrivateBus::start().unwrap();
+    let mut paths: Vec<String> = Vec::new();
+    for p in pzem::history::series::RECORDED_PATHS {
+        paths.push(p.0.to_owned());
+    }
+    let refs: Vec<&str> = paths.iter().map(String::as_str).collect();
+    // Three services with every recorded path, changing continuously.
+    let services: Vec<Running> = (1..=3)
+        .map(|n| {
+            Running::start(
+                &bus.bus(),
+                &format!("com.victronenergy.grid.pzem_kill_{n}"),
+                service_tree(&refs),
+                support::test_handler,
+            )
+        })
+        .collect();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let dir = TempDir::new("kill");
+    let db = dir.path().join("history.sqlite");
+    let args: Vec<String> = [
+        "--dbus",
+        bus.address(),
+        "--db",
+        db.to_str().unwrap(),
+        "--interval",
+        "1",
+        "-c",
+        "/dev/null",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let publisher = {
+        let stop = std::sync::Arc::clone(&stop);
+        let refs: Vec<&'static str> = pzem::history::series::RECORDED_PATHS.iter().map(|p| p.0).collect();
+        let services = services;
+        std::thread::spawn(move || {
+            let mut n = 0.0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                n += 1.0;
+                for s in &services {
+                    let values: Vec<(&'static str, Value)> = refs.iter().map(|p| (*p, Value::Double(n))).collect();
+                    set(s, &values);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    let mut seen: Rows = BTreeMap::new();
+    let mut rng = pzem::sim::rng::Rng::new(42);
+    let t0 = Instant::now();
+    let mut kills = 0;
+    while kills < 25 && t0.elapsed() < Duration::from_secs(90) {
+        let mut p = Proc::spawn(LOGGER, &args, &dir.path().join("logger.log"));
+        // Killed at a random moment: often within a second's write.
+        std::thread::sleep(Duration::from_millis(300 + rng.below(1700) as u64));
+        // SAFETY: kill(2) on our own child, not yet reaped.
+        unsafe { libc::kill(p.pid() as libc::pid_t, libc::SIGKILL) };
+        assert_eq!(p.wait_exit(Duration::from_secs(5)), Some(128 + 9));
+        kills += 1;
+        // Readable, intact, and every row seen before is still there, unchanged.
+        let c = Connection::open(&db).unwrap();
+        let check: String = c.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+        assert_eq!(check, "ok", "after kill {kills}");
+        drop(c);
+        let now = rows(&db);
+        for (k, v) in &seen {
+            assert_eq!(now.get(k), Some(v), "after kill {kills}: {k:?} lost or changed");
+        }
+        seen = now;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    publisher.join().unwrap();
+    let distinct: BTreeSet<i64> = seen.keys().map(|k| k.2).collect();
+    println!(
+        "{kills} kills, {} rows over {} intervals survived",
+        seen.len(),
+        distinct.len()
+    );
+    assert!(
+        distinct.len() >= 10,
+        "the logger recorded between kills: {}",
+        distinct.len()
+    );
+    let text = std::fs::read_to_string(dir.path().join("logger.log")).unwrap_or_default();
+    assert!(!text.contains("left untouched"), "a restart refused the file: {text}");
+}
+
+#[test]
+fn synth_killed_mid_transaction_leaves_a_readable_file() {
+    let dir = TempDir::new("synth-kill");
+    let mut rng = pzem::sim::rng::Rng::new(7);
+    for i in 0..6 {
+        let db = dir.path().join(format!("s{i}.sqlite"));
+        let args: Vec<String> = ["synth", "--db", db.to_str().unwrap(), "--days", "120"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let mut p = Proc::spawn(LOGGER, &args, &dir.path().join("synth.log"));
+        std::thread::sleep(Duration::from_millis(100 + rng.below(900) as u64));
+        // SAFETY: kill(2) on our own child, not yet reaped.
+        unsafe { libc::kill(p.pid() as libc::pid_t, libc::SIGKILL) };
+        p.wait_exit(Duration::from_secs(5));
+        if !db.exists() {
+            continue;
+        }
+        let c = Connection::open(&db).unwrap();
+        let check: String = c.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+        assert_eq!(check, "ok");
+        // Whole days or nothing: each committed transaction holds whole days (the day the
+        // synthetic logger was down lacks 150 minutes).
+        let n: i64 = c
+            .query_row("SELECT count(DISTINCT t) FROM sample", [], |r| r.get(0))
+            .unwrap();
+        assert!(
+            n % 1440 == 0 || n % 1440 == 1440 - 150,
+            "a partial transaction is visible: {n} minutes"
+        );
+    }
+}
