@@ -23,6 +23,8 @@ pub const TARGETS: &[(&str, Harness)] = &[
     ("state_files", state_files),
     #[cfg(feature = "dbus")]
     ("dbus_value", dbus_value),
+    #[cfg(all(feature = "web", unix))]
+    ("http_request", http_request),
 ];
 
 /// The request an input starts with: 6 bytes choose the function, the registers, the
@@ -121,7 +123,8 @@ fn check_decoded(request: &Request, frame_len: usize, reply: Reply<'_>) {
 }
 
 /// Target `config`: the configuration file, as pzem-dbus reads it (meters, with or
-/// without `[sections]`), and each line as a single meter spec. A config that parses
+/// without `[sections]`), each line as a single meter spec, and its `[logger]` and `[web]`
+/// sections as pzem-logger and pzem-web read them. A config that parses
 /// names each meter address once.
 pub fn config(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
@@ -142,6 +145,9 @@ pub fn config(data: &[u8]) {
     for line in text.lines().take(64) {
         let _ = MeterSpec::parse(line).map_err(|e| e.to_string());
     }
+    // pzem-logger's and pzem-web's sections of the same file.
+    #[cfg(feature = "history")]
+    let _ = crate::history::config::parse(text).map_err(|e| e.to_string());
 }
 
 /// Target `state_files`: the texts of pzem-dbus's energy state, pzem-energy's flow state
@@ -189,5 +195,45 @@ pub fn dbus_value(data: &[u8]) {
             }
         }
         let _ = (value.as_f64(), value.as_i64(), value.as_str());
+    }
+}
+
+/// Target `http_request`: a request head as pzem-web's server reads it (first byte: odd
+/// when the buffer reached the size limit), then, when it is a request, its query parsed
+/// and answered by the application on a database that does not exist (every handler runs
+/// up to the store). A complete request is a GET or HEAD of a path; every answer is a
+/// well-formed HTTP/1.1 response with a status from 200 to 599.
+#[cfg(all(feature = "web", unix))]
+pub fn http_request(data: &[u8]) {
+    use crate::history::params::SamplesQuery;
+    use crate::history::time::Offset;
+    use crate::web::app::App;
+    use crate::web::http::{Head, Response, parse_head};
+    let Some((&flags, head)) = data.split_first() else {
+        return;
+    };
+    let full = flags & 1 == 1;
+    let check = |r: &Response, head_only: bool| {
+        assert!((200..600).contains(&r.status), "status {}", r.status);
+        let bytes = r.to_bytes(head_only);
+        assert!(bytes.starts_with(b"HTTP/1.1 "), "not an HTTP/1.1 response");
+    };
+    match parse_head(head, full) {
+        Head::Partial => assert!(!full, "a full buffer is never partial"),
+        Head::Refuse(r) => {
+            assert!((400..500).contains(&r.status), "a refusal is a 4xx, not {}", r.status);
+            check(&r, false);
+        }
+        Head::Complete(req) => {
+            assert!(req.method == "GET" || req.method == "HEAD", "{}", req.method);
+            assert!(req.path.starts_with('/'));
+            let _ = SamplesQuery::parse(&req.query, Offset::UTC);
+            let mut app = App::new(
+                std::path::PathBuf::from("/nonexistent/pzem-fuzz/history.db"),
+                Offset::UTC,
+            );
+            let r = app.handle(&req);
+            check(&r, req.method == "HEAD");
+        }
     }
 }

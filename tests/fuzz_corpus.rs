@@ -99,6 +99,21 @@ fn seeds() -> BTreeMap<&'static str, Vec<Vec<u8>>> {
         ],
     );
     s.insert("dbus_value", dbus_seeds());
+    s.insert(
+        "http_request",
+        [
+            "\0GET / HTTP/1.1\r\nHost: venus.local\r\n\r\n",
+            "\0GET /?date=2025-12-31&view=month HTTP/1.1\r\n\r\n",
+            "\0GET /api/series HTTP/1.1\r\n\r\n",
+            "\0HEAD /api/samples?series=1&from=2025-12-31&to=2026-01-01&step=hour HTTP/1.1\r\n\r\n",
+            "\0GET /api/samples?series=1%202&from=2025-12-31T10:00&to=x&step=day&step=hour HTTP/1.0\r\n\r\n",
+            "\0POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc",
+            "\u{1}GET / HTTP/1.1\r\nX-Big: aaaaaaaaaaaa",
+        ]
+        .iter()
+        .map(|t| t.as_bytes().to_vec())
+        .collect(),
+    );
     s
 }
 

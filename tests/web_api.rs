@@ -289,7 +289,7 @@ fn slow_and_broken_clients_do_not_stop_others() {
     let db = history(dir.path(), 2);
     let web = start(&dir, &db);
     let a = web.addr;
-    // Connections that send nothing, half a head, or one byte every 100 ms.
+    // Connections that send nothing, half a head, one byte every 100 ms, or 1 MB of headers.
     let mut idle: Vec<TcpStream> = (0..40).map(|_| TcpStream::connect(a).unwrap()).collect();
     for s in idle.iter_mut().take(10) {
         s.write_all(b"GET /api/series HTTP/1.1\r\nHost: sl").unwrap();
@@ -302,6 +302,20 @@ fn slow_and_broken_clients_do_not_stop_others() {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+    });
+    // A client that sends 1 MB of headers: refused (431) once past the head limit.
+    let huge = std::thread::spawn(move || {
+        let mut s = TcpStream::connect(a).unwrap();
+        let mut head = b"GET / HTTP/1.1\r\n".to_vec();
+        while head.len() < 1 << 20 {
+            head.extend_from_slice(b"X-Filler: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n");
+        }
+        // The server stops reading at its limit: the rest may be refused with a reset.
+        let _ = s.write_all(&head);
+        let mut answer = Vec::new();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let _ = s.read_to_end(&mut answer);
+        answer
     });
     // A client that asks for the page and never reads the answer.
     let mut unread = TcpStream::connect(a).unwrap();
@@ -333,6 +347,12 @@ fn slow_and_broken_clients_do_not_stop_others() {
     let _ = idle[20].read_to_end(&mut buf);
     assert!(buf.is_empty(), "a silent connection is closed without an answer");
     drip.join().unwrap();
+    let answer = huge.join().unwrap();
+    assert!(
+        answer.is_empty() || answer.starts_with(b"HTTP/1.1 431"),
+        "1 MB of headers: {:?}",
+        String::from_utf8_lossy(&answer[..answer.len().min(80)])
+    );
     // More connections than the server keeps: the oldest stalled ones are dropped and
     // new clients are still served.
     let flood: Vec<TcpStream> = (0..100).filter_map(|_| TcpStream::connect(a).ok()).collect();
