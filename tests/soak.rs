@@ -147,7 +147,11 @@ fn fault_soak() {
     let mut energy = rig.start(PZEM_ENERGY, "pzem-energy", &energy_args);
     let deadline = Instant::now() + 15 * SECOND;
     while !rig.monitor.view.contains_key(OWN) {
-        assert!(Instant::now() < deadline, "pzem-energy did not appear\n{}", energy.log_text());
+        assert!(
+            Instant::now() < deadline,
+            "pzem-energy did not appear\n{}",
+            energy.log_text()
+        );
         rig.monitor.pump(SECOND / 10);
     }
     rig.monitor.pump_for(2 * SECOND);
