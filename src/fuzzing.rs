@@ -27,9 +27,10 @@ pub const TARGETS: &[(&str, Harness)] = &[
     ("http_request", http_request),
 ];
 
-/// The request an input starts with: 6 bytes choose the function, the registers, the
-/// address and the framing; `None` when they do not make a valid request (the fuzzer
-/// soon learns the valid ones).
+/// The request an input starts with: 6 bytes choose the function (kind mod 4), the
+/// registers (the count folded into 1..=125, the start moved down to fit) and the address
+/// (0xF8 general, 1-247 a unit, anything else the factory default): every input makes a
+/// valid request.
 fn request_from(head: &[u8; 6]) -> (Request, Address) {
     let [kind, a_hi, a_lo, b_hi, b_lo, addr] = *head;
     let a = u16::from_be_bytes([a_hi, a_lo]);
@@ -52,7 +53,7 @@ fn request_from(head: &[u8; 6]) -> (Request, Address) {
 
 /// Target `rtu_reply`: a reply to any request kind, decoded as RTU, as Modbus TCP and as a
 /// bare PDU, and fed to an [`Exchange`] in chunks as a serial line delivers it. Input: 6
-/// bytes of request ([`request_from`]), 1 byte of chunk size, then the reply.
+/// bytes of request (function, start, count, address), 1 byte of chunk size, then the reply.
 pub fn rtu_reply(data: &[u8]) {
     let Some((head, rest)) = data.split_first_chunk::<6>() else {
         return;
