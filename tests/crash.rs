@@ -145,6 +145,13 @@ fn kill_loop(
     assert_eq!(persisted.len(), 2, "a state file per meter to start from");
     let (mut saves, mut tmp_seen) = (0, 0);
     for kill in 1..=kills {
+        if kill % 10 == 0 {
+            // The killed run's services must be gone, or their last values would pass
+            // for this run's below.
+            rig.monitor.until(5 * SECOND, "the killed services gone", |m| {
+                services.iter().all(|(s, _)| !m.view.contains_key(s))
+            });
+        }
         let mut p = rig.start(BIN, &format!("pzem-{kill}"), args);
         // Every tenth run: wait until it publishes, and check that what it publishes is
         // at least what was persisted (the restart lost nothing that was saved).
