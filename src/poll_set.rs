@@ -266,6 +266,7 @@ pub(crate) fn restore_signals(mask: Option<libc::sigset_t>) {
 mod tests {
     use super::*;
     use std::io::Write;
+    use std::os::fd::IntoRawFd;
     use std::os::unix::net::UnixStream;
     use std::time::Instant;
 
@@ -304,28 +305,34 @@ mod tests {
         set.wait(Some(Duration::from_secs(5))).unwrap();
         assert!(set.is_ready(0), "b is writable");
         assert!(set.is_ready(1), "a has input");
-        // A descriptor closed and replaced under the same number (and a new key) is watched.
-        let old = a.as_raw_fd();
-        drop(a);
+        // A descriptor replaced under the same number (and a new key) is watched. dup2 puts
+        // another socket at a's number, which this test owns: tests run in parallel, so a
+        // number closed and reopened could be another test's.
+        let num = a.into_raw_fd();
         drop(a_peer);
+        let replace = |with: &UnixStream| {
+            // SAFETY: `num` is this test's; dup2 closes what it held and makes it `with`'s.
+            assert_eq!(unsafe { libc::dup2(with.as_raw_fd(), num) }, num);
+        };
         let (c, mut c_peer) = UnixStream::pair().unwrap();
-        assert_eq!(c.as_raw_fd(), old, "the kernel reuses the lowest free number");
+        replace(&c);
         set.clear();
         set.push(b.as_raw_fd(), 2, false, true);
-        set.push(c.as_raw_fd(), 3, true, false);
+        set.push(num, 3, true, false);
         c_peer.write_all(b"z").unwrap();
         set.wait(Some(Duration::from_secs(5))).unwrap();
         assert!(set.is_ready(1), "c has input");
         // Same number, same index, same events: only the key tells it is another file.
-        drop(c);
-        drop(c_peer);
         let (d, mut d_peer) = UnixStream::pair().unwrap();
-        assert_eq!(d.as_raw_fd(), old);
+        replace(&d);
+        drop((c, c_peer));
         set.clear();
         set.push(b.as_raw_fd(), 2, false, true);
-        set.push(d.as_raw_fd(), 4, true, false);
+        set.push(num, 4, true, false);
         d_peer.write_all(b"w").unwrap();
         set.wait(Some(Duration::from_secs(5))).unwrap();
         assert!(set.is_ready(1), "d has input");
+        // SAFETY: `num` is this test's, and nothing else closes it.
+        drop(unsafe { std::os::fd::OwnedFd::from_raw_fd(num) });
     }
 }
