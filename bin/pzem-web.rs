@@ -3,9 +3,9 @@
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use getopts::Options;
+use pzem::cli::{self, Program};
 use pzem::history::config;
 use pzem::history::time::{Offset, local_offset};
 use pzem::web::app::App;
@@ -14,26 +14,30 @@ use pzem::web::http::{self, ServerConfig};
 const DEFAULT_CONFIG: &str = "/data/conf/pzem.conf";
 const DEFAULT_DB: &str = "/data/var/lib/pzem-venus/history.sqlite";
 const DEFAULT_LISTEN: &str = "0.0.0.0:8088";
+/// Exit code of a usage or config error.
+const USAGE: u8 = 2;
+/// Exit code when the server cannot listen or fails.
+const CANNOT_SERVE: u8 = 3;
 
 const HELP_TAIL: &str = "\
 Serves the page at / and the API at /api/series and /api/samples (docs/history.md).
 The history file is opened read-only; pzem-web never writes it. Options not given
 come from the [web] section of the config file (db, listen).
-
-Exit codes: 0 stopped, 2 usage, 3 cannot listen.
 ";
 
-static STOP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    STOP.store(true, Ordering::Relaxed);
-}
-
 fn main() -> ExitCode {
-    let args = match pzem::utf8_args() {
-        Ok(a) => a,
-        Err(e) => return usage_error(&e),
+    let program = Program {
+        name: "pzem-web",
+        usage: "pzem-web [--db FILE] [--listen ADDR:PORT]",
+        help_tail: HELP_TAIL,
+        exit_codes: vec![
+            (0, "stopped by a signal"),
+            (USAGE, "usage or config error"),
+            (CANNOT_SERVE, "cannot listen on the address, or serving failed"),
+        ],
+        usage_code: USAGE,
     };
+    let usage_error = |message: &str| program.usage_error(message);
     let mut opts = Options::new();
     opts.optopt("", "db", &format!("the history file (default {DEFAULT_DB})"), "FILE");
     opts.optopt(
@@ -55,32 +59,10 @@ fn main() -> ExitCode {
         "+HH:MM",
     );
     opts.optopt("", "workers", "threads computing answers (default 2)", "N");
-    opts.optflag("v", "verbose", "log debug messages");
-    opts.optflag("h", "help", "show this help");
-    opts.optflag("V", "version", "show the version");
-    let matches = match opts.parse(&args) {
+    let matches = match program.start(opts) {
         Ok(m) => m,
-        Err(e) => return usage_error(&e.to_string()),
+        Err(code) => return code,
     };
-    if matches.opt_present("h") {
-        println!(
-            "{}\n{HELP_TAIL}",
-            opts.usage("Usage: pzem-web [--db FILE] [--listen ADDR:PORT]")
-        );
-        return ExitCode::SUCCESS;
-    }
-    if matches.opt_present("V") {
-        println!("pzem-web {}", env!("CARGO_PKG_VERSION"));
-        return ExitCode::SUCCESS;
-    }
-    if let Some(extra) = matches.free.first() {
-        return usage_error(&format!("unexpected argument '{extra}'"));
-    }
-    let level = if matches.opt_present("v") { "debug" } else { "info" };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
-        .format_timestamp(None)
-        .format_target(false)
-        .init();
     let parsed = (|| -> Result<(PathBuf, String, Offset, usize), String> {
         let (path, explicit) = match matches.opt_str("c") {
             Some(p) => (p, true),
@@ -117,7 +99,7 @@ fn main() -> ExitCode {
         Ok(l) => l,
         Err(e) => {
             eprintln!("pzem-web: cannot listen on {listen}: {e}");
-            return ExitCode::from(3);
+            return ExitCode::from(CANNOT_SERVE);
         }
     };
     let bound = listener.local_addr().map_or(listen.clone(), |a| a.to_string());
@@ -125,11 +107,7 @@ fn main() -> ExitCode {
         "serving {} read-only on http://{bound}/ (local time offset {offset})",
         db.display()
     );
-    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-    unsafe {
-        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
-    }
+    let stop = cli::install_stop_signals();
     let config = ServerConfig {
         workers,
         ..ServerConfig::default()
@@ -138,19 +116,14 @@ fn main() -> ExitCode {
         let mut app = App::new(db.clone(), offset);
         move |req: &http::Request| app.handle(req)
     };
-    match http::serve(listener, config, make, &STOP) {
+    match http::serve(listener, config, make, stop) {
         Ok(()) => {
             log::info!("stopping");
             ExitCode::SUCCESS
         }
         Err(e) => {
             eprintln!("pzem-web: {e}");
-            ExitCode::from(3)
+            ExitCode::from(CANNOT_SERVE)
         }
     }
-}
-
-fn usage_error(message: &str) -> ExitCode {
-    eprintln!("pzem-web: {message}\nTry 'pzem-web --help'.");
-    ExitCode::from(2)
 }
