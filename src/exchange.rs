@@ -45,6 +45,14 @@ pub enum Framing {
 }
 
 impl Framing {
+    /// Bytes of a reply's header, which tell its length.
+    fn header_len(self) -> usize {
+        match self {
+            Framing::Rtu { .. } => 2,
+            Framing::Mbap => MBAP_HEADER_LEN,
+        }
+    }
+
     /// RTU on a serial line whose characters have `stop_bits`.
     pub fn rtu_serial(stop_bits: StopBits) -> Framing {
         Framing::Rtu {
@@ -64,6 +72,8 @@ struct Waiting {
     deadline: Instant,
     /// Bytes a complete reply has, once the header tells.
     expected: Option<usize>,
+    /// Bytes still to drop of a late Modbus TCP reply to an earlier request.
+    skip: usize,
 }
 
 /// How an exchange ended, with the reply bytes kept in the exchange until
@@ -109,11 +119,6 @@ impl Exchange {
         }
     }
 
-    /// The framing.
-    pub fn framing(&self) -> Framing {
-        self.framing
-    }
-
     /// The reply timeout.
     pub fn timeout(&self) -> Duration {
         self.timeout
@@ -155,6 +160,7 @@ impl Exchange {
             request,
             deadline: now + self.timeout,
             expected: None,
+            skip: 0,
         });
         self.last_activity = Some(now);
         match self.framing {
@@ -169,13 +175,12 @@ impl Exchange {
     pub fn bytes_wanted(&self) -> usize {
         match self.waiting {
             None => 0,
-            Some(w) => {
-                let header = match self.framing {
-                    Framing::Rtu { .. } => 2,
-                    Framing::Mbap => MBAP_HEADER_LEN,
-                };
-                w.expected.unwrap_or(header).saturating_sub(self.len).max(1)
-            }
+            Some(w) if w.skip > 0 => w.skip,
+            Some(w) => w
+                .expected
+                .unwrap_or(self.framing.header_len())
+                .saturating_sub(self.len)
+                .max(1),
         }
     }
 
@@ -191,21 +196,26 @@ impl Exchange {
             };
         };
         let mut rest = bytes;
+        let mut dropped = 0;
         loop {
-            let target = w.expected.unwrap_or(match self.framing {
-                Framing::Rtu { .. } => 2,
-                Framing::Mbap => MBAP_HEADER_LEN,
-            });
+            if w.skip > 0 {
+                let n = w.skip.min(rest.len());
+                w.skip -= n;
+                dropped += n;
+                rest = &rest[n..];
+                if w.skip > 0 {
+                    self.waiting = Some(w);
+                    return Input { ended: None, dropped };
+                }
+            }
+            let target = w.expected.unwrap_or(self.framing.header_len());
             let take = target.saturating_sub(self.len).min(rest.len());
             self.buf[self.len..self.len + take].copy_from_slice(&rest[..take]);
             self.len += take;
             rest = &rest[take..];
             if self.len < target {
                 self.waiting = Some(w);
-                return Input {
-                    ended: None,
-                    dropped: 0,
-                };
+                return Input { ended: None, dropped };
             }
             if w.expected.is_some() {
                 break;
@@ -216,13 +226,22 @@ impl Exchange {
                 Framing::Mbap => {
                     let mut header = [0u8; MBAP_HEADER_LEN];
                     header.copy_from_slice(&self.buf[..MBAP_HEADER_LEN]);
-                    match w.request.tcp_reply_remaining(self.transaction, &header) {
+                    let got = u16::from_be_bytes([header[0], header[1]]);
+                    match w.request.tcp_reply_remaining(got, &header) {
+                        // A well-formed reply to an earlier request, come late (a gateway
+                        // that waits longer than we do): drop it and keep waiting.
+                        Ok(n) if got != self.transaction => {
+                            w.skip = n;
+                            dropped += MBAP_HEADER_LEN;
+                            self.len = 0;
+                            continue;
+                        }
                         Ok(n) => MBAP_HEADER_LEN + n,
                         Err(e) => {
                             self.waiting = None;
                             return Input {
                                 ended: Some(Ended::Failed(Error::Frame(e))),
-                                dropped: rest.len(),
+                                dropped: dropped + rest.len(),
                             };
                         }
                     }
@@ -240,7 +259,7 @@ impl Exchange {
         self.answered = Some((w.address, w.request, self.transaction));
         Input {
             ended: Some(Ended::Reply),
-            dropped: rest.len(),
+            dropped: dropped + rest.len(),
         }
     }
 
@@ -254,7 +273,7 @@ impl Exchange {
         self.waiting = None;
         let expected = w.expected.unwrap_or_else(|| match self.framing {
             Framing::Rtu { .. } => w.request.rtu_reply_len(),
-            Framing::Mbap => MBAP_HEADER_LEN,
+            Framing::Mbap => self.framing.header_len(),
         });
         Some(Ended::Failed(if self.len == 0 {
             Error::NoAnswer
@@ -454,9 +473,22 @@ mod tests {
         assert_eq!(x.send_not_before(), None);
         let f2 = x.start(t0, addr(1), AC);
         assert_ne!(f1.as_bytes()[..2], f2.as_bytes()[..2]);
-        // A header of another transaction ends the exchange at once.
+        // The first reply, come late, belongs to another transaction: it is dropped, in
+        // pieces, and the reply to this request still counts.
+        let late = x.handle_input(t0, &reply[..9]);
+        assert!(late.ended.is_none());
+        assert_eq!(late.dropped, 9);
+        assert_eq!(x.bytes_wanted(), 20, "the rest of the late reply");
+        assert_eq!(x.handle_input(t0, &reply[9..]).dropped, 20);
+        let tid2 = u16::from_be_bytes([f2.as_bytes()[0], f2.as_bytes()[1]]);
+        let mut now_reply = tid2.to_be_bytes().to_vec();
+        now_reply.extend_from_slice(&reply[2..]);
+        assert!(matches!(x.handle_input(t0, &now_reply).ended, Some(Ended::Reply)));
+        assert!(matches!(x.reply(), Ok(Reply::Registers(_))));
+        // A header that is not Modbus at all still ends the exchange at once.
+        x.start(t0, addr(1), AC);
         assert!(matches!(
-            x.handle_input(t0, &reply[..7]).ended,
+            x.handle_input(t0, &[0, 9, 1, 1, 0, 23, 1]).ended,
             Some(Ended::Failed(Error::Frame(_)))
         ));
     }
