@@ -130,6 +130,17 @@ fn move_aside(path: &Path) -> io::Result<PathBuf> {
     )))
 }
 
+/// Remove the state at `path` with its backup and any temporary copy.
+pub(crate) fn remove(path: &Path) -> io::Result<()> {
+    for suffix in ["", BAK_SUFFIX, TMP_SUFFIX] {
+        match fs::remove_file(with_suffix(path, suffix)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// Save `text` at `path` durably (see the module documentation). The
 /// parent directory is created when missing.
 pub(crate) fn save(path: &Path, text: &str) -> io::Result<()> {

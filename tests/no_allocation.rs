@@ -166,7 +166,7 @@ fn publishing_a_poll_allocates_nothing() {
                 },
                 energy_wh: u64::from(n),
             };
-            Update::Ac { phases, count: 1 }
+            Update::Ac { phases }
         },
         9,
     );

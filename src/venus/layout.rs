@@ -66,10 +66,9 @@ enum Measurements {
 pub enum Update {
     /// An AC meter: L1 (a single meter), or every phase of a group.
     Ac {
-        /// Each phase's news; entries from `count` on are ignored.
+        /// Each phase's news, L1 first; entries beyond the meter's phases
+        /// (L2 and L3 of a single meter) are not looked at.
         phases: [PhaseUpdate; 3],
-        /// How many phases the meter has.
-        count: u8,
     },
     /// A DC meter's reading and monotonic energy total.
     Dc {
@@ -114,11 +113,10 @@ macro_rules! phase_table {
 
 /// The paths of each phase L1, L2, L3, declared once, with kind and text;
 /// `phase_values` gives their values in the same order.
-pub const PHASE_MEASUREMENTS: [[(&str, Kind, Format); 5]; 3] =
-    [phase_table!("L1"), phase_table!("L2"), phase_table!("L3")];
+const PHASE_MEASUREMENTS: [[(&str, Kind, Format); 5]; 3] = [phase_table!("L1"), phase_table!("L2"), phase_table!("L3")];
 
 /// The totals of an AC meter; [`ac_totals`] computes them.
-pub const AC_TOTALS: [(&str, Kind, Format); 4] = [
+const AC_TOTALS: [(&str, Kind, Format); 4] = [
     ("/Ac/Power", Kind::Double, W),
     ("/Ac/Energy/Forward", Kind::Double, KWH),
     ("/Ac/Frequency", Kind::Double, Format::number(1, "Hz")),
@@ -144,7 +142,7 @@ fn phase_values(r: &AcReading, energy_wh: u64) -> [Value; 5] {
 /// stay as they are. The frequency is L1's. The power factor of one meter
 /// is its own; of a group, the total active power over the total apparent
 /// power (the sum of each phase's voltage times current), not a mean.
-pub fn ac_totals(phases: &[PhaseUpdate]) -> [Option<Value>; 4] {
+fn ac_totals(phases: &[PhaseUpdate]) -> [Option<Value>; 4] {
     let frequency = match phases.first() {
         Some(PhaseUpdate::Fresh { reading, .. }) => Some(Value::Double(reading.frequency_hz())),
         Some(PhaseUpdate::Unchanged) => None,
@@ -183,9 +181,9 @@ pub fn ac_totals(phases: &[PhaseUpdate]) -> [Option<Value>; 4] {
 
 /// The measurement paths of a DC meter whose role produces energy
 /// (`/History/EnergyOut`); [`DC_MEASUREMENTS_IN`] for consumers.
-pub const DC_MEASUREMENTS_OUT: [(&str, Kind, Format); 6] = dc_table("/History/EnergyOut");
+const DC_MEASUREMENTS_OUT: [(&str, Kind, Format); 6] = dc_table("/History/EnergyOut");
 /// The measurement paths of a DC meter whose role consumes energy (`/History/EnergyIn`).
-pub const DC_MEASUREMENTS_IN: [(&str, Kind, Format); 6] = dc_table("/History/EnergyIn");
+const DC_MEASUREMENTS_IN: [(&str, Kind, Format); 6] = dc_table("/History/EnergyIn");
 
 const fn dc_table(energy: &'static str) -> [(&'static str, Kind, Format); 6] {
     [
@@ -211,7 +209,7 @@ fn dc_values(r: &DcReading, energy_wh: u64) -> [Value; DC_MEASUREMENTS_OUT.len()
 }
 
 /// The DC table of a role: produced energy for sources, consumed for loads.
-pub fn dc_measurements(role: Role) -> &'static [(&'static str, Kind, Format); 6] {
+fn dc_measurements(role: Role) -> &'static [(&'static str, Kind, Format); 6] {
     if role.dc_energy_is_out() {
         &DC_MEASUREMENTS_OUT
     } else {
@@ -337,11 +335,6 @@ pub fn build_tree(id: &MeterIdentity) -> Result<(ItemTree, MeterPaths), LayoutEr
     Ok((tree, paths))
 }
 
-/// The DC energy path of a role: produced energy for sources, consumed for loads.
-pub fn energy_path(role: Role) -> &'static str {
-    dc_measurements(role)[3].0
-}
-
 /// Venus alarm level of a PZEM alarm bit: 0 ok, 2 alarm.
 fn alarm(on: bool) -> i64 {
     if on { 2 } else { 0 }
@@ -434,7 +427,7 @@ mod tests {
     fn single(reading: AcReading, energy_wh: u64) -> Update {
         let mut phases = [PhaseUpdate::Unchanged; 3];
         phases[0] = PhaseUpdate::Fresh { reading, energy_wh };
-        Update::Ac { phases, count: 1 }
+        Update::Ac { phases }
     }
 
     fn value(tree: &ItemTree, path: &str) -> Value {
@@ -607,7 +600,7 @@ mod tests {
                 assert!(tree.id(&format!("/Ac/{l}/{leaf}")).is_some(), "{l}/{leaf}");
             }
         }
-        let update = |phases| Update::Ac { phases, count: 3 };
+        let update = |phases| Update::Ac { phases };
         let r = PhaseUpdate::Fresh {
             reading: ac(2301, 1_000, 2_000, 90),
             energy_wh: 1_500,

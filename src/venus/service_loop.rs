@@ -11,7 +11,7 @@
 
 use std::ops::ControlFlow;
 use std::ops::RangeInclusive;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -27,6 +27,7 @@ use super::energy_store;
 use super::layout::{self, MeterPaths};
 use super::meter_line::{ClassStored, Command, Discovery, ExitReason, LineConfig, MeterLine};
 use super::naming::PortId;
+use super::role::Role;
 use super::settings::{ClassAndInstance, PREFERRED_INSTANCE, SettingChange, SettingsLink};
 
 /// Everything the service needs to run.
@@ -57,24 +58,17 @@ pub struct Config {
 }
 
 /// Where the meters found on a line are remembered.
-pub fn memory_path(config: &Config) -> PathBuf {
-    config
-        .state_dir
-        .join(format!("pzem_{}.discovered", port_id(&config.line).stable))
+pub fn memory_path(state_dir: &Path, port: &PortId) -> PathBuf {
+    state_dir.join(format!("pzem_{}.discovered", port.stable))
 }
 
 /// `--forget`: clear what discovery remembers for the line; returns the
 /// meters that were remembered.
 pub fn forget(config: &Config) -> std::io::Result<Vec<Remembered>> {
-    let path = memory_path(config);
+    let path = memory_path(&config.state_dir, &port_id(&config.line));
     let loaded = crate::state_file::load(&path, Memory::parse);
     let meters = loaded.value.map(|m| m.meters().to_vec()).unwrap_or_default();
-    for suffix in ["", ".bak", ".tmp"] {
-        match std::fs::remove_file(crate::state_file::with_suffix(&path, suffix)) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-            _ => {}
-        }
-    }
+    crate::state_file::remove(&path)?;
     Ok(meters)
 }
 
@@ -122,8 +116,9 @@ pub fn run(config: &Config, stop: &AtomicBool) -> ExitReason {
 
 fn run_loop(config: &Config, stop: &AtomicBool, wait_mask: Option<libc::sigset_t>) -> ExitReason {
     let place = config.line.place();
+    let port = port_id(&config.line);
     // Discovery: scan the range and whatever is remembered, for AC and DC meters.
-    let memory_file = memory_path(config);
+    let memory_file = memory_path(&config.state_dir, &port);
     let memory = config.discover.as_ref().map(|_| recall(&memory_file));
     let (meters, discovery) = match (&config.discover, &memory) {
         (Some(range), Some(memory)) => {
@@ -158,7 +153,7 @@ fn run_loop(config: &Config, stop: &AtomicBool, wait_mask: Option<libc::sigset_t
         LineConfig {
             place: place.to_owned(),
             meters,
-            port: port_id(&config.line),
+            port,
             framing,
             timeout: config.timeout,
             poll_interval: config.poll_interval,
@@ -246,9 +241,10 @@ struct Edge<'c> {
 impl Edge<'_> {
     fn run(&mut self, machine: &mut MeterLine, stop: &AtomicBool) -> ExitReason {
         let mut buf = [0u8; 256];
+        let mut now = Instant::now();
         loop {
             while let Some(command) = machine.poll_command() {
-                if let ControlFlow::Break(reason) = self.execute(command, machine) {
+                if let ControlFlow::Break(reason) = self.execute(command, machine, now) {
                     return reason;
                 }
             }
@@ -274,30 +270,36 @@ impl Edge<'_> {
             } else {
                 machine.deadline().map(|d| d.saturating_duration_since(Instant::now()))
             };
-            if let Err(e) = self.poll.wait(timeout) {
+            let waited = self.poll.wait(timeout);
+            now = Instant::now();
+            if let Err(e) = waited {
                 log::error!("waiting failed: {e}");
-                machine.shutdown(Instant::now(), ExitReason::BusLost);
+                self.shut(machine, now, ExitReason::BusLost);
                 continue;
             }
-            let now = Instant::now();
             if stop.load(Ordering::Relaxed) {
                 log::info!("stopping");
-                machine.shutdown(now, ExitReason::Stopped);
+                self.shut(machine, now, ExitReason::Stopped);
                 continue;
             }
+            let mut got_input = false;
             if self.poll.is_ready(line) {
                 // One read takes what is there: a reply that arrived whole costs one call.
                 match self.stream.read_available(&mut buf) {
                     Ok(0) => {}
-                    Ok(n) => machine.handle_input(now, &buf[..n]),
+                    Ok(n) => {
+                        machine.handle_input(now, &buf[..n]);
+                        got_input = true;
+                    }
                     Err(e) => {
                         log::error!("{}: {e}; exiting", self.config.line.place());
-                        machine.shutdown(now, ExitReason::LineGone);
+                        self.shut(machine, now, ExitReason::LineGone);
                         continue;
                     }
                 }
             }
             // D-Bus calls: only the connections the wait found ready (or with a backlog).
+            let mut bus_lost = false;
             for (k, p) in self.services.iter_mut().enumerate() {
                 if !self.poll.is_ready(line + 1 + k) && !p.service.has_backlog() {
                     continue;
@@ -306,29 +308,36 @@ impl Edge<'_> {
                 let mut on_write = |path: &str, value: &Value| machine.handle_write(now, address, path, value);
                 if let Err(e) = p.service.process(&mut on_write) {
                     log::error!("D-Bus connection of {} lost: {e}", p.service.name());
-                    machine.shutdown(now, ExitReason::BusLost);
+                    bus_lost = true;
                     break;
                 }
             }
             if let (Some(index), Settings::Linked(link)) = (settings_index, &mut self.settings)
+                && !bus_lost
                 && (self.poll.is_ready(index) || link.client().has_backlog())
             {
                 self.changes.clear();
                 if let Err(e) = link.changes(&mut self.events, &mut self.changes) {
                     log::error!("D-Bus connection to localsettings lost: {e}");
-                    machine.shutdown(now, ExitReason::BusLost);
+                    bus_lost = true;
                 }
                 for change in self.changes.drain(..) {
                     machine.handle_setting(now, change);
                 }
             }
-            machine.handle_timeout(now);
+            if bus_lost {
+                self.shut(machine, now, ExitReason::BusLost);
+                continue;
+            }
+            // Input already brought the machine up to `now`.
+            if !got_input {
+                machine.handle_timeout(now);
+            }
         }
     }
 
     /// Carry out one command; `Break` when the service must exit now.
-    fn execute(&mut self, command: Command, machine: &mut MeterLine) -> ControlFlow<ExitReason> {
-        let now = Instant::now();
+    fn execute(&mut self, command: Command, machine: &mut MeterLine, now: Instant) -> ControlFlow<ExitReason> {
         match command {
             Command::Exit(reason) => return ControlFlow::Break(reason),
             Command::SaveEnergy { address, state } => {
@@ -358,38 +367,36 @@ impl Edge<'_> {
             Command::Transmit(frame) => {
                 if let Err(e) = self.stream.write_frame(frame.as_bytes()) {
                     log::error!("{}: {e}; exiting", self.config.line.place());
-                    self.shut(machine, ExitReason::LineGone);
+                    self.shut(machine, now, ExitReason::LineGone);
                 }
             }
             Command::Publish { address, update } => {
                 if let Some(p) = self.published(address) {
                     layout::publish(p.service.tree_mut(), &p.paths, &update);
                 }
-                self.flush(address, machine);
+                self.flush(address, machine, now);
             }
             Command::Invalidate { address } => {
                 if let Some(p) = self.published(address) {
                     layout::invalidate(p.service.tree_mut(), &p.paths);
                 }
-                self.flush(address, machine);
+                self.flush(address, machine, now);
             }
             Command::SetPath { address, path, value } => {
-                if let Some(p) = self.published(address) {
-                    let _ = p.service.tree_mut().set_path(path, value);
+                if let Some(p) = self.published(address)
+                    && let Err(e) = p.service.tree_mut().set_path(path, value)
+                {
+                    log::warn!("{}: {e:?} is not one of its paths; not set", p.service.name());
                 }
-                self.flush(address, machine);
+                self.flush(address, machine, now);
             }
-            Command::Register {
-                address,
-                default_role,
-                allowed,
-            } => {
+            Command::Register { address, default_role } => {
                 let Some(id) = machine.meter_id(address) else {
                     return ControlFlow::Continue(());
                 };
                 let id = id.to_owned();
-                let record = match self.settings_link(machine) {
-                    Some(link) => match link.register(&id, default_role, allowed) {
+                let record = match self.settings_link(machine, now) {
+                    Some(link) => match link.register(&id, default_role, Role::allowed(default_role.family())) {
                         Ok(record) => Some(record),
                         Err(e) => {
                             log::warn!("{id}: {e}; using the configured role");
@@ -454,7 +461,7 @@ impl Edge<'_> {
                     Ok(t) => t,
                     Err(e) => {
                         log::error!("{name}: {e}");
-                        self.shut(machine, ExitReason::BusLost);
+                        self.shut(machine, now, ExitReason::BusLost);
                         return ControlFlow::Continue(());
                     }
                 };
@@ -466,7 +473,7 @@ impl Edge<'_> {
                         self.next_key += 1;
                         self.services.push(Published {
                             address,
-                            key: self.next_key,
+                            key: self.next_key - 1,
                             service,
                             paths,
                         });
@@ -474,7 +481,7 @@ impl Edge<'_> {
                     }
                     Err(e) => {
                         log::error!("cannot publish {name}: {e}");
-                        self.shut(machine, ExitReason::BusLost);
+                        self.shut(machine, now, ExitReason::BusLost);
                     }
                 }
             }
@@ -482,9 +489,10 @@ impl Edge<'_> {
         ControlFlow::Continue(())
     }
 
-    fn shut(&mut self, machine: &mut MeterLine, reason: ExitReason) {
+    /// The one way to stop: from here on only saves and the exit are carried out.
+    fn shut(&mut self, machine: &mut MeterLine, now: Instant, reason: ExitReason) {
         self.stopping = true;
-        machine.shutdown(Instant::now(), reason);
+        machine.shutdown(now, reason);
     }
 
     fn published(&mut self, address: Address) -> Option<&mut Published> {
@@ -492,17 +500,17 @@ impl Edge<'_> {
     }
 
     /// Send what changed in the meter's tree as one `ItemsChanged`.
-    fn flush(&mut self, address: Address, machine: &mut MeterLine) {
+    fn flush(&mut self, address: Address, machine: &mut MeterLine, now: Instant) {
         let Some(p) = self.published(address) else { return };
         if let Err(e) = p.service.flush() {
             log::error!("D-Bus connection of {} lost: {e}", p.service.name());
-            self.shut(machine, ExitReason::BusLost);
+            self.shut(machine, now, ExitReason::BusLost);
         }
     }
 
     /// The localsettings link, connecting (and waiting a bounded time for
     /// localsettings) the first time.
-    fn settings_link(&mut self, machine: &mut MeterLine) -> Option<&mut SettingsLink> {
+    fn settings_link(&mut self, machine: &mut MeterLine, now: Instant) -> Option<&mut SettingsLink> {
         if let Settings::NotAsked = self.settings {
             self.settings = match SettingsLink::connect(&self.config.bus, self.config.settings_wait) {
                 Ok(Some(link)) => Settings::Linked(link),
@@ -516,7 +524,7 @@ impl Edge<'_> {
                 }
                 Err(e) => {
                     log::error!("cannot connect to D-Bus: {e}");
-                    self.shut(machine, ExitReason::BusLost);
+                    self.shut(machine, now, ExitReason::BusLost);
                     Settings::Absent
                 }
             };
