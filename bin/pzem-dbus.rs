@@ -18,6 +18,12 @@ use pzem::venus::service_loop::{self, Config};
 const DEFAULT_CONFIG: &str = "/data/conf/pzem.conf";
 const DEFAULT_STATE_DIR: &str = "/data/var/lib/pzem-venus";
 
+/// Defaults of the numeric flags (stated once: the help text is made from them).
+const INTERVAL_MS: u64 = 1000;
+const TIMEOUT_MS: u64 = 300;
+const SETTINGS_WAIT_S: u64 = 10;
+const SILENT_EXIT_S: u64 = 60;
+
 const HELP_TAIL: &str = "\
 Meters: -m ADDR:MODEL:ROLE, repeatable. MODEL is one of 016 014 004t 017 003
 ac dc auto; ROLE is grid acload pvinverter genset evcharger heatpump (AC) or
@@ -70,10 +76,15 @@ fn main() -> ExitCode {
     opts.optopt(
         "i",
         "interval",
-        "time between polls of each meter in ms, 0 = back to back (default 1000)",
+        &format!("time between polls of each meter in ms, 0 = back to back (default {INTERVAL_MS})"),
         "MS",
     );
-    opts.optopt("t", "timeout", "reply timeout in ms (default 300)", "MS");
+    opts.optopt(
+        "t",
+        "timeout",
+        &format!("reply timeout in ms (default {TIMEOUT_MS})"),
+        "MS",
+    );
     opts.optopt("", "dbus", "D-Bus address instead of the system bus", "ADDRESS");
     opts.optopt(
         "",
@@ -84,13 +95,13 @@ fn main() -> ExitCode {
     opts.optopt(
         "",
         "settings-wait",
-        "seconds to wait for localsettings (default 10)",
+        &format!("seconds to wait for localsettings (default {SETTINGS_WAIT_S})"),
         "S",
     );
     opts.optopt(
         "",
         "silent-exit",
-        "exit after all meters were silent this long, 0 = never (default 60)",
+        &format!("exit after all meters were silent this long, 0 = never (default {SILENT_EXIT_S})"),
         "S",
     );
     opts.optopt(
@@ -132,10 +143,10 @@ fn main() -> ExitCode {
         }
     };
     let parsed = (|| -> Result<Config, String> {
-        let poll_interval = Duration::from_millis(number("interval", 1000, 0, "milliseconds")?);
-        let timeout = Duration::from_millis(number("timeout", 300, 20, "milliseconds")?);
-        let settings_wait = number("settings-wait", 10, 0, "seconds")?;
-        let silent_exit = number("silent-exit", 60, 0, "seconds")?;
+        let poll_interval = Duration::from_millis(number("interval", INTERVAL_MS, 0, "milliseconds")?);
+        let timeout = Duration::from_millis(number("timeout", TIMEOUT_MS, 20, "milliseconds")?);
+        let settings_wait = number("settings-wait", SETTINGS_WAIT_S, 0, "seconds")?;
+        let silent_exit = number("silent-exit", SILENT_EXIT_S, 0, "seconds")?;
         Ok(Config {
             line,
             meters,

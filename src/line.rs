@@ -63,7 +63,7 @@ impl Line {
         })
     }
 
-    /// Open the line as a raw byte stream for a poll(2) loop, with its
+    /// Open the line as a raw byte stream for a epoll wait loop, with its
     /// framing; `stop_bits` applies to serial lines only.
     pub fn open_stream(&self, stop_bits: StopBits) -> io::Result<(LineStream, Framing)> {
         Ok(match self {
@@ -80,12 +80,12 @@ impl Line {
                 )));
             }
             Line::RtuOverTcp(addr) => (
-                LineStream::Tcp(crate::tcp::TcpPort::connect(addr, TCP_CONNECT_TIMEOUT)?.into_stream()),
+                LineStream::Tcp(crate::tcp::TcpPort::connect(addr, crate::tcp::CONNECT_TIMEOUT)?.into_stream()),
                 // The gateway keeps the serial timing; a short gap costs nothing.
                 Framing::rtu_serial(StopBits::One),
             ),
             Line::ModbusTcp(addr) => (
-                LineStream::Tcp(crate::tcp::TcpPort::connect(addr, TCP_CONNECT_TIMEOUT)?.into_stream()),
+                LineStream::Tcp(crate::tcp::TcpPort::connect(addr, crate::tcp::CONNECT_TIMEOUT)?.into_stream()),
                 Framing::Mbap,
             ),
         })
@@ -97,10 +97,7 @@ impl Line {
     }
 }
 
-/// How long connecting to a gateway may take.
-const TCP_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
-
-/// An open line as a non-blocking byte stream: what a poll(2) loop reads
+/// An open line as a non-blocking byte stream: what a epoll wait loop reads
 /// and writes. Reads and writes are single system calls.
 #[derive(Debug)]
 pub enum LineStream {

@@ -12,6 +12,9 @@ use crate::frame::{Reply, Request};
 use crate::model::StopBits;
 use crate::transport::{DEFAULT_TIMEOUT, Port, ReplyBuffer, RtuTransport, Transport, blocking_exchange};
 
+/// How long connecting to a gateway may take.
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// A TCP connection as a byte [`Port`] (for RTU over TCP).
 #[derive(Debug)]
 pub struct TcpPort {
@@ -89,7 +92,7 @@ impl Port for TcpPort {
 /// socket.
 pub fn connect_rtu(addr: &str) -> io::Result<RtuTransport<TcpPort>> {
     Ok(RtuTransport::new(
-        TcpPort::connect(addr, Duration::from_secs(3))?,
+        TcpPort::connect(addr, CONNECT_TIMEOUT)?,
         StopBits::One,
     ))
 }
@@ -105,7 +108,7 @@ impl ModbusTcp {
     /// Connect to `addr` (`host:port`, usually port 502).
     pub fn connect(addr: &str) -> io::Result<ModbusTcp> {
         Ok(ModbusTcp {
-            port: TcpPort::connect(addr, Duration::from_secs(3))?,
+            port: TcpPort::connect(addr, CONNECT_TIMEOUT)?,
             exchange: Exchange::new(Framing::Mbap, DEFAULT_TIMEOUT),
         })
     }

@@ -111,7 +111,8 @@ impl Conn {
             }
         }
         let fd = self.channel.watch().fd;
-        let deadline = std::time::Instant::now() + DEFAULT_TIMEOUT;
+        // Read the clock only if the socket is ever full (never, in steady state).
+        let mut deadline = None;
         let mut rest = bytes;
         while !rest.is_empty() {
             // SAFETY: sending from a valid slice on the connection's own socket, which
@@ -133,7 +134,9 @@ impl Conn {
                 std::io::ErrorKind::Interrupted => {}
                 std::io::ErrorKind::WouldBlock => {
                     // The daemon is not reading: wait for room, up to the deadline.
-                    let left = deadline.saturating_duration_since(std::time::Instant::now());
+                    let now = std::time::Instant::now();
+                    let deadline = *deadline.get_or_insert(now + DEFAULT_TIMEOUT);
+                    let left = deadline.saturating_duration_since(now);
                     let mut pfd = libc::pollfd {
                         fd,
                         events: libc::POLLOUT,

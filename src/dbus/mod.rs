@@ -15,12 +15,12 @@
 //!   their signals as [`Event`]s.
 //! - [`Follower`]: a few named services followed and read without ever blocking on them,
 //!   for a service that reads peers which read it back (systemcalc).
-//! - [`Watchable`]: the fd each connection wants polled, for a loop's one `poll(2)`;
+//! - [`Watchable`]: the fd each connection wants polled, for a loop's one wait;
 //!   [`Waiter`]/[`Waker`] for applications that feed the loop from other threads.
 //!
 //! # An application loop
 //!
-//! pzem-dbus waits in one `ppoll(2)` on its line and every connection. An application with
+//! pzem-dbus waits in one epoll wait on its line and every connection. An application with
 //! a blocking data source can instead keep it on a thread of its own that sends readings
 //! over a channel and wakes the D-Bus thread, so D-Bus calls are still answered at once:
 //!

@@ -3,7 +3,7 @@
 //! Where a poll's reply becomes a D-Bus signal:
 //! - `meter_line`: the sans-IO state machine that decides everything
 //!   (what to poll when, presence, energy, roles and instances);
-//! - `service_loop`: the one thread and one `ppoll(2)` that carry out its
+//! - `service_loop`: the one thread and one epoll wait that carry out its
 //!   commands on the line, the bus and the disk;
 //! - `layout`: a meter's D-Bus paths, and how a reading fills them.
 //!

@@ -1,4 +1,4 @@
-//! pzem-dbus's I/O: one thread around one `ppoll(2)`.
+//! pzem-dbus's I/O: one thread around one epoll wait.
 //!
 //! The wait covers the line, every D-Bus connection (one per published
 //! meter, one to localsettings) and the [`MeterLine`]'s next deadline (a
