@@ -563,7 +563,10 @@ impl Reader {
 
     /// One point per step with data in `[from, to)` of series `id` (see [`query`]).
     /// Minute (and sub-hour) steps read the raw samples; hour and day steps read the hourly
-    /// roll-ups and, for the hours not rolled up yet, the raw samples.
+    /// roll-ups and, for the hours not rolled up yet, the raw samples. The roll-ups are cut
+    /// on UTC hours, so they serve only offsets of whole hours: at +05:30 a local hour or
+    /// day starts half-way through a UTC hour, and an hour row would straddle it, so such
+    /// offsets read the raw samples too.
     pub fn points(
         &self,
         series: &SeriesInfo,
@@ -574,7 +577,7 @@ impl Reader {
     ) -> Result<Vec<(i64, f64)>, StoreError> {
         let interval = i64::from(self.interval);
         let mut pieces = Vec::new();
-        if step.seconds() < HOUR || step.seconds() % HOUR != 0 {
+        if step.seconds() < HOUR || step.seconds() % HOUR != 0 || i64::from(offset.seconds()) % HOUR != 0 {
             self.raw_pieces(series.id, from - interval, to, &mut pieces)?;
         } else {
             let rolled = self.rolled_to()?;
