@@ -147,30 +147,31 @@ fn number(matches: &getopts::Matches, name: &str, range: std::ops::RangeInclusiv
     }
 }
 
-fn file_config(matches: &getopts::Matches) -> Result<HistoryConfig, String> {
+/// The config file's name and what it sets.
+fn file_config(matches: &getopts::Matches) -> Result<(String, HistoryConfig), String> {
     let (path, explicit) = match matches.opt_str("c") {
         Some(p) => (p, true),
         None => (DEFAULT_CONFIG.to_owned(), false),
     };
-    match std::fs::read_to_string(&path) {
-        Ok(text) => config::parse(&text).map_err(|e| format!("{path}: {e}")),
-        Err(e) if explicit => Err(format!("cannot read {path}: {e}")),
-        Err(_) => Ok(HistoryConfig::default()),
-    }
+    let config = match std::fs::read_to_string(&path) {
+        Ok(text) => config::parse(&text).map_err(|e| format!("{path}: {e}"))?,
+        Err(e) if explicit => return Err(format!("cannot read {path}: {e}")),
+        Err(_) => HistoryConfig::default(),
+    };
+    Ok((path, config))
 }
 
 fn record(matches: &getopts::Matches) -> ExitCode {
     let parsed = (|| -> Result<LoggerConfig, String> {
-        let file = file_config(matches)?.logger;
-        let interval = match number(matches, "interval", 1..=3600)? {
-            Some(v) => v as u32,
-            None => file.interval.unwrap_or(60),
+        let (file_name, file) = file_config(matches)?;
+        let file = file.logger;
+        // The flags' ranges are checked as they are read, the merged values again below.
+        let flags = config::NumberFlags {
+            interval: number(matches, "interval", config::INTERVALS)?,
+            raw_days: number(matches, "raw-days", config::DAYS)?,
+            hour_days: number(matches, "hour-days", config::DAYS)?,
         };
-        if interval == 0 || 3600 % interval != 0 {
-            return Err(format!(
-                "the interval must divide an hour (1, 2, 5, 10, 15, 30, 60, 300, 600 … 3600 s), not {interval}"
-            ));
-        }
+        let numbers = config::logger_numbers(&flags, &file, &file_name)?;
         let flags = matches.opt_strs("s");
         let texts: Vec<String> = if !flags.is_empty() {
             flags
@@ -194,20 +195,6 @@ fn record(matches: &getopts::Matches) -> ExitCode {
         if patterns.is_empty() {
             return Err("--services: no pattern given".into());
         }
-        let default = Retention::default();
-        let raw_days = number(matches, "raw-days", 1..=36_600)?
-            .map(|v| v as u32)
-            .or(file.raw_days)
-            .unwrap_or(default.raw_days);
-        let hour_days = number(matches, "hour-days", 1..=36_600)?
-            .map(|v| v as u32)
-            .or(file.hour_days)
-            .unwrap_or(default.hour_days);
-        if hour_days < raw_days {
-            return Err(format!(
-                "hourly roll-ups ({hour_days} days) must be kept at least as long as raw samples ({raw_days} days)"
-            ));
-        }
         Ok(LoggerConfig {
             bus: Bus::from_flag(matches.opt_str("dbus").as_deref()),
             db: PathBuf::from(
@@ -216,9 +203,12 @@ fn record(matches: &getopts::Matches) -> ExitCode {
                     .or(file.db)
                     .unwrap_or_else(|| DEFAULT_DB.to_owned()),
             ),
-            interval,
+            interval: numbers.interval,
             patterns,
-            retention: Retention { raw_days, hour_days },
+            retention: Retention {
+                raw_days: numbers.raw_days,
+                hour_days: numbers.hour_days,
+            },
         })
     })();
     let config = match parsed {

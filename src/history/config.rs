@@ -21,20 +21,123 @@
 //! Command-line flags win over the file.
 
 use std::fmt;
+use std::ops::RangeInclusive;
 
 /// What the `[logger]` section sets.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LoggerSection {
     /// `db`: the history file.
     pub db: Option<String>,
-    /// `interval`: seconds.
-    pub interval: Option<u32>,
+    /// `interval`: seconds (checked by [`logger_numbers`]).
+    pub interval: Option<u64>,
     /// `services`: patterns, separated by white space.
     pub services: Option<Vec<String>>,
-    /// `raw_days`: days of raw samples kept.
-    pub raw_days: Option<u32>,
-    /// `hour_days`: days of hourly roll-ups kept.
-    pub hour_days: Option<u32>,
+    /// `raw_days`: days of raw samples kept (checked by [`logger_numbers`]).
+    pub raw_days: Option<u64>,
+    /// `hour_days`: days of hourly roll-ups kept (checked by [`logger_numbers`]).
+    pub hour_days: Option<u64>,
+    /// The line of each key given, for error messages.
+    pub lines: Vec<(&'static str, usize)>,
+}
+
+impl LoggerSection {
+    /// The line `key` was given on.
+    pub fn line(&self, key: &str) -> Option<usize> {
+        self.lines.iter().find(|(k, _)| *k == key).map(|(_, n)| *n)
+    }
+}
+
+/// Days of raw samples or roll-ups that may be kept, whoever sets them.
+pub const DAYS: RangeInclusive<u64> = 1..=36_600;
+
+/// Seconds per sample that may be set (and the value must divide an hour).
+pub const INTERVALS: RangeInclusive<u64> = 1..=3600;
+
+/// The logger's numbers once the flags and the file are merged, each checked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LoggerNumbers {
+    /// Seconds per sample.
+    pub interval: u32,
+    /// Days of raw samples kept.
+    pub raw_days: u32,
+    /// Days of hourly roll-ups kept.
+    pub hour_days: u32,
+}
+
+/// The numbers given on the command line (`None`: not given).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NumberFlags {
+    /// `--interval`.
+    pub interval: Option<u64>,
+    /// `--raw-days`.
+    pub raw_days: Option<u64>,
+    /// `--hour-days`.
+    pub hour_days: Option<u64>,
+}
+
+/// Merges the flags (which win), the `[logger]` section of `file_name` and the defaults,
+/// and checks the result whatever its source: the interval in [`INTERVALS`] and dividing
+/// an hour, both retentions in [`DAYS`], and `hour_days >= raw_days` (roll-ups are made
+/// from the raw samples, and `hour_days = 0` would delete every roll-up). An error names
+/// the flag or the key and its line, and the values accepted.
+pub fn logger_numbers(flags: &NumberFlags, file: &LoggerSection, file_name: &str) -> Result<LoggerNumbers, String> {
+    struct Picked {
+        value: u64,
+        source: String,
+    }
+    let pick =
+        |flag: Option<u64>, flag_name: &str, from_file: Option<u64>, key: &str, default: u64| match (flag, from_file) {
+            (Some(v), _) => Picked {
+                value: v,
+                source: format!("--{flag_name} {v}"),
+            },
+            (None, Some(v)) => Picked {
+                value: v,
+                source: match file.line(key) {
+                    Some(n) => format!("{file_name}: line {n}: {key} = {v} in [logger]"),
+                    None => format!("{file_name}: {key} = {v} in [logger]"),
+                },
+            },
+            (None, None) => Picked {
+                value: default,
+                source: format!("the default {key} {default}"),
+            },
+        };
+    let in_range = |p: &Picked, range: &RangeInclusive<u64>| -> Result<u32, String> {
+        match u32::try_from(p.value) {
+            Ok(v) if range.contains(&p.value) => Ok(v),
+            _ => Err(format!(
+                "{}: takes a whole number from {} to {}",
+                p.source,
+                range.start(),
+                range.end()
+            )),
+        }
+    };
+    let interval = pick(flags.interval, "interval", file.interval, "interval", 60);
+    let raw = pick(flags.raw_days, "raw-days", file.raw_days, "raw_days", 366);
+    let hour = pick(flags.hour_days, "hour-days", file.hour_days, "hour_days", 3660);
+    let numbers = LoggerNumbers {
+        interval: in_range(&interval, &INTERVALS)?,
+        raw_days: in_range(&raw, &DAYS)?,
+        hour_days: in_range(&hour, &DAYS)?,
+    };
+    if 3600 % numbers.interval != 0 {
+        return Err(format!(
+            "{}: the interval must divide an hour (1, 2, 5, 10, 15, 30, 60, 300, 600 … 3600 s)",
+            interval.source
+        ));
+    }
+    if numbers.hour_days < numbers.raw_days {
+        return Err(format!(
+            "{}: hourly roll-ups must be kept at least as long as raw samples ({}), from {} to {}",
+            hour.source,
+            raw.source,
+            numbers.raw_days,
+            DAYS.end()
+        ));
+    }
+    Ok(numbers)
 }
 
 /// What the `[web]` section sets.
@@ -102,18 +205,30 @@ pub fn parse(text: &str) -> Result<HistoryConfig, ConfigError> {
         if value.is_empty() {
             return Err(err(format!("'{key}' has no value")));
         }
-        let number = |v: &str| -> Result<u32, ConfigError> {
-            v.parse::<u32>()
-                .map_err(|_| err(format!("{key} = {v}: expected a whole number")))
+        let number = |v: &str, range: RangeInclusive<u64>| -> Result<u64, ConfigError> {
+            v.parse::<u64>().map_err(|_| {
+                err(format!(
+                    "{key} = {v}: expected a whole number from {} to {}",
+                    range.start(),
+                    range.end()
+                ))
+            })
         };
+        if section == In::Logger {
+            for known in ["db", "interval", "services", "raw_days", "hour_days"] {
+                if key == known {
+                    config.logger.lines.push((known, n + 1));
+                }
+            }
+        }
         match (&section, key) {
             (In::Logger, "db") => config.logger.db = Some(value.to_owned()),
-            (In::Logger, "interval") => config.logger.interval = Some(number(value)?),
+            (In::Logger, "interval") => config.logger.interval = Some(number(value, INTERVALS)?),
             (In::Logger, "services") => {
                 config.logger.services = Some(value.split_whitespace().map(str::to_owned).collect());
             }
-            (In::Logger, "raw_days") => config.logger.raw_days = Some(number(value)?),
-            (In::Logger, "hour_days") => config.logger.hour_days = Some(number(value)?),
+            (In::Logger, "raw_days") => config.logger.raw_days = Some(number(value, DAYS)?),
+            (In::Logger, "hour_days") => config.logger.hour_days = Some(number(value, DAYS)?),
             (In::Web, "db") => config.web.db = Some(value.to_owned()),
             (In::Web, "listen") => config.web.listen = Some(value.to_owned()),
             (In::Logger, _) => {
@@ -150,7 +265,7 @@ mod tests {
     fn errors_name_the_line() {
         assert_eq!(
             parse("[logger]\ninterval = soon\n").unwrap_err().0,
-            "line 2: interval = soon: expected a whole number"
+            "line 2: interval = soon: expected a whole number from 1 to 3600"
         );
         assert!(
             parse("[web]\nport = 1\n")
@@ -160,5 +275,59 @@ mod tests {
         );
         assert!(parse("[logger]\ndb\n").unwrap_err().0.contains("key = value"));
         assert!(parse("[logger]\ndb =\n").unwrap_err().0.contains("no value"));
+    }
+
+    #[test]
+    fn numbers_from_the_file_are_checked_like_flags() {
+        let numbers = |text: &str, flags: NumberFlags| logger_numbers(&flags, &parse(text).unwrap().logger, "f.conf");
+        let none = NumberFlags::default();
+        assert_eq!(
+            numbers("", none),
+            Ok(LoggerNumbers {
+                interval: 60,
+                raw_days: 366,
+                hour_days: 3660
+            })
+        );
+        // hour_days = 0 would delete every hourly roll-up: refused, naming key, line, range.
+        assert_eq!(
+            numbers("[logger]\nraw_days = 1\nhour_days = 0\n", none).unwrap_err(),
+            "f.conf: line 3: hour_days = 0 in [logger]: takes a whole number from 1 to 36600"
+        );
+        assert_eq!(
+            numbers("[logger]\nraw_days = 99999999999\n", none).unwrap_err(),
+            "f.conf: line 2: raw_days = 99999999999 in [logger]: takes a whole number from 1 to 36600"
+        );
+        assert_eq!(
+            numbers("[logger]\ninterval = 0\n", none).unwrap_err(),
+            "f.conf: line 2: interval = 0 in [logger]: takes a whole number from 1 to 3600"
+        );
+        assert!(
+            numbers("[logger]\ninterval = 7\n", none)
+                .unwrap_err()
+                .starts_with("f.conf: line 2: interval = 7 in [logger]: the interval must divide an hour")
+        );
+        let e = numbers("[logger]\nhour_days = 100\n", none).unwrap_err();
+        assert!(
+            e.starts_with("f.conf: line 2: hour_days = 100 in [logger]: hourly roll-ups must be kept at least")
+                && e.contains("the default raw_days 366")
+                && e.contains("from 366 to 36600"),
+            "{e}"
+        );
+        // A flag wins over the file, and is checked against the file's other value.
+        let flags = NumberFlags {
+            raw_days: Some(10),
+            ..none
+        };
+        assert_eq!(numbers("[logger]\nhour_days = 100\n", flags).unwrap().hour_days, 100);
+        let flags = NumberFlags {
+            raw_days: Some(200),
+            ..none
+        };
+        assert!(
+            numbers("[logger]\nhour_days = 100\n", flags)
+                .unwrap_err()
+                .contains("(--raw-days 200)")
+        );
     }
 }
