@@ -363,3 +363,34 @@ fn slow_and_broken_clients_do_not_stop_others() {
     drop(flood);
     drop(unread);
 }
+
+/// Voluntary context switches of pzem-web's I/O thread (its main thread): each wait that
+/// ends adds one.
+fn io_thread_wakeups(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn an_idle_server_sleeps_and_stops_at_once_on_sigterm() {
+    let dir = TempDir::new("web-idle");
+    let db = history(dir.path(), 1);
+    let mut web = start(&dir, &db);
+    assert_eq!(get(web.addr, "/api/series").0, 200);
+    // Let the answered connection drain and close (its drain deadline is 1 s).
+    std::thread::sleep(Duration::from_millis(1500));
+    let pid = web.proc.pid();
+    let before = io_thread_wakeups(pid);
+    std::thread::sleep(Duration::from_secs(3));
+    let woke = io_thread_wakeups(pid) - before;
+    println!("idle I/O thread woke {woke} time(s) in 3 s");
+    assert!(woke <= 1, "an idle pzem-web woke {woke} times in 3 s");
+    // Its wait has no timeout: only the signal ends it.
+    let t = Instant::now();
+    assert_eq!(web.proc.terminate(), Some(0), "{}", web.proc.log_text());
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+}
