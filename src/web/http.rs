@@ -429,7 +429,14 @@ fn step(c: &mut Conn, ready: bool, now: Instant, config: &ServerConfig, buf: &mu
                 start_writing(c, &response, now, config);
             }
         }
-        State::Working { .. } => {}
+        // Waited on for no event, so ready means hung up or in error (a client reset while
+        // its answer is computed): close it, or every wait would return at once until the
+        // worker is done. The late answer finds no connection and is dropped.
+        State::Working { .. } => {
+            if ready {
+                close(c, now);
+            }
+        }
         State::Writing { data, pos } => {
             if ready {
                 match (&c.stream).write(&data[*pos..]) {
