@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use getopts::Options;
 use pzem::dbus::Bus;
-use pzem::history::config::{self, HistoryConfig};
+use pzem::history::config::{self, DEFAULT_DB, HistoryConfig};
 use pzem::history::logger_loop::{self, LoggerConfig};
 use pzem::history::params::SamplesQuery;
 use pzem::history::query::Step;
@@ -19,7 +19,6 @@ use pzem::history::time::{Offset, local_offset, unix_now};
 use pzem::history::{csv, recorder::Batch};
 
 const DEFAULT_CONFIG: &str = "/data/conf/pzem.conf";
-const DEFAULT_DB: &str = "/data/var/lib/pzem-venus/history.sqlite";
 const USAGE_CODE: u8 = 2;
 
 const HELP_TAIL: &str = "\

@@ -47,6 +47,21 @@ impl LoggerSection {
     }
 }
 
+/// The history file when neither a flag nor the config file names one.
+pub const DEFAULT_DB: &str = "/data/var/lib/pzem-venus/history.sqlite";
+
+impl HistoryConfig {
+    /// The history file pzem-web reads: `db` in `[web]`, else `db` in `[logger]` (the file
+    /// the logger writes), else [`DEFAULT_DB`]. A `--db` flag wins over all of them.
+    pub fn web_db(&self) -> &str {
+        self.web
+            .db
+            .as_deref()
+            .or(self.logger.db.as_deref())
+            .unwrap_or(DEFAULT_DB)
+    }
+}
+
 /// Days of raw samples or roll-ups that may be kept, whoever sets them.
 pub const DAYS: RangeInclusive<u64> = 1..=36_600;
 
@@ -328,6 +343,18 @@ mod tests {
             numbers("[logger]\nhour_days = 100\n", flags)
                 .unwrap_err()
                 .contains("(--raw-days 200)")
+        );
+    }
+
+    #[test]
+    fn the_web_reads_the_loggers_file_unless_told_otherwise() {
+        assert_eq!(parse("").unwrap().web_db(), DEFAULT_DB);
+        assert_eq!(parse("[logger]\ndb = /a.sqlite\n").unwrap().web_db(), "/a.sqlite");
+        assert_eq!(
+            parse("[logger]\ndb = /a.sqlite\n[web]\ndb = /b.sqlite\n")
+                .unwrap()
+                .web_db(),
+            "/b.sqlite"
         );
     }
 }

@@ -143,7 +143,11 @@ impl fmt::Display for StoreError {
                 "{}: recorded every {stored} s, not {asked} s; use --interval {stored} or another file",
                 path.display()
             ),
-            StoreError::Missing(p) => write!(f, "{}: no such file", p.display()),
+            StoreError::Missing(p) => write!(
+                f,
+                "{}: no such file: pzem-logger has not written it yet; check --db or db in [logger]",
+                p.display()
+            ),
             StoreError::Exists(p) => write!(f, "{}: already exists; give a new file", p.display()),
             StoreError::Sql(e) => f.write_str(e),
         }
@@ -507,7 +511,22 @@ impl Reader {
         let conn =
             Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
         conn.busy_timeout(Duration::from_secs(2))?;
-        let interval = meta_get(&conn, "interval")?.and_then(|v| v.parse().ok()).unwrap_or(60);
+        // Every step is computed from it: a file without it is not guessed at.
+        let interval = match meta_get(&conn, "interval")?.map(|v| v.parse::<u32>()) {
+            Some(Ok(i)) if i > 0 => i,
+            Some(_) => {
+                return Err(StoreError::Damaged(
+                    path.to_owned(),
+                    "its interval is not a number".into(),
+                ));
+            }
+            None => {
+                return Err(StoreError::Damaged(
+                    path.to_owned(),
+                    "no interval recorded in meta".into(),
+                ));
+            }
+        };
         Ok(Reader { conn, interval })
     }
 
