@@ -4,9 +4,9 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use getopts::Options;
+use pzem::cli::{self, Program};
 use pzem::dbus::Bus;
 use pzem::history::config::{self, DEFAULT_DB, HistoryConfig};
 use pzem::history::logger_loop::{self, LoggerConfig};
@@ -37,21 +37,28 @@ section of the config file (db, interval, services, raw_days, hour_days).
 
 Times (export): Unix seconds, YYYY-MM-DD or YYYY-MM-DDTHH:MM[:SS][Z|+HH:MM];
 without a zone they are local time. export writes CSV to standard output.
-
-Exit codes: 0 stopped, 2 usage, 3 the history file cannot be used (it is left
-untouched), 4 D-Bus failed.
 ";
 
-static STOP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    STOP.store(true, Ordering::Relaxed);
+/// The shared CLI front for one command (its usage line in `--help`).
+fn program(usage: &'static str) -> Program {
+    Program {
+        name: "pzem-logger",
+        usage,
+        help_tail: HELP_TAIL,
+        exit_codes: vec![
+            (0, "stopped"),
+            (USAGE_CODE, "usage or config error"),
+            (3, "the history file cannot be used (it is left untouched)"),
+            (4, "D-Bus failed"),
+        ],
+        usage_code: USAGE_CODE,
+    }
 }
 
 fn main() -> ExitCode {
     let args = match pzem::utf8_args() {
         Ok(a) => a,
-        Err(e) => return usage_error(&e),
+        Err(e) => return program("pzem-logger [COMMAND] [options]").usage_error(&e),
     };
     let (command, rest) = match args.first().map(String::as_str) {
         Some("export") => ("export", &args[1..]),
@@ -59,11 +66,13 @@ fn main() -> ExitCode {
         Some("record") => ("record", &args[1..]),
         _ => ("record", &args[..]),
     };
+    let program = program(match command {
+        "export" => "pzem-logger export [options]",
+        "synth" => "pzem-logger synth [options]",
+        _ => "pzem-logger [record] [options]",
+    });
     let mut opts = Options::new();
     opts.optopt("", "db", &format!("the history file (default {DEFAULT_DB})"), "FILE");
-    opts.optflag("v", "verbose", "log debug messages");
-    opts.optflag("h", "help", "show this help");
-    opts.optflag("V", "version", "show the version");
     match command {
         "record" => {
             opts.optopt(
@@ -101,33 +110,14 @@ fn main() -> ExitCode {
             opts.optopt("", "seed", "random seed (default 1)", "N");
         }
     }
-    let matches = match opts.parse(rest) {
+    let matches = match program.start_with(opts, rest) {
         Ok(m) => m,
-        Err(e) => return usage_error(&e.to_string()),
+        Err(code) => return code,
     };
-    if matches.opt_present("h") {
-        println!(
-            "{}\n{HELP_TAIL}",
-            opts.usage(&format!("Usage: pzem-logger {command} [options]"))
-        );
-        return ExitCode::SUCCESS;
-    }
-    if matches.opt_present("V") {
-        println!("pzem-logger {}", env!("CARGO_PKG_VERSION"));
-        return ExitCode::SUCCESS;
-    }
-    if !matches.free.is_empty() {
-        return usage_error(&format!("unexpected argument '{}'", matches.free[0]));
-    }
-    let level = if matches.opt_present("v") { "debug" } else { "info" };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
-        .format_timestamp(None)
-        .format_target(false)
-        .init();
     match command {
-        "record" => record(&matches),
-        "export" => export(&matches),
-        _ => synthesize(&matches),
+        "record" => record(&program, &matches),
+        "export" => export(&program, &matches),
+        _ => synthesize(&program, &matches),
     }
 }
 
@@ -160,7 +150,7 @@ fn file_config(matches: &getopts::Matches) -> Result<(String, HistoryConfig), St
     Ok((path, config))
 }
 
-fn record(matches: &getopts::Matches) -> ExitCode {
+fn record(program: &Program, matches: &getopts::Matches) -> ExitCode {
     let parsed = (|| -> Result<LoggerConfig, String> {
         let (file_name, file) = file_config(matches)?;
         let file = file.logger;
@@ -212,14 +202,10 @@ fn record(matches: &getopts::Matches) -> ExitCode {
     })();
     let config = match parsed {
         Ok(c) => c,
-        Err(e) => return usage_error(&e),
+        Err(e) => return program.usage_error(&e),
     };
-    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-    unsafe {
-        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
-    }
-    let exit = logger_loop::run(&config, &STOP);
+    let stop = cli::install_stop_signals();
+    let exit = logger_loop::run(&config, stop);
     match &exit {
         logger_loop::LoggerExit::Stopped => {}
         logger_loop::LoggerExit::Store(e) => log::error!("{e}"),
@@ -228,11 +214,11 @@ fn record(matches: &getopts::Matches) -> ExitCode {
     ExitCode::from(exit.code())
 }
 
-fn export(matches: &getopts::Matches) -> ExitCode {
+fn export(program: &Program, matches: &getopts::Matches) -> ExitCode {
     let offset = match matches.opt_str("utc-offset") {
         Some(t) => match Offset::parse(&t) {
             Ok(o) => o,
-            Err(e) => return usage_error(&format!("--utc-offset: {e}")),
+            Err(e) => return program.usage_error(&format!("--utc-offset: {e}")),
         },
         None => local_offset(),
     };
@@ -243,25 +229,25 @@ fn export(matches: &getopts::Matches) -> ExitCode {
         }
     }
     let Some(db) = matches.opt_str("db") else {
-        return usage_error("export needs --db FILE");
+        return program.usage_error("export needs --db FILE");
     };
     let q = match SamplesQuery::parse(&query, offset) {
         Ok(q) => q,
-        Err(e) => return usage_error(&e),
+        Err(e) => return program.usage_error(&e),
     };
     let reader = match Reader::open(std::path::Path::new(&db)) {
         Ok(r) => r,
         Err(e) => return fail(3, &e.to_string()),
     };
     if q.step == Step::Minute && reader.interval() > 60 {
-        return usage_error(&format!(
+        return program.usage_error(&format!(
             "--step minute is finer than the logging interval ({} s)",
             reader.interval()
         ));
     }
     let series = match reader.series_by_id(q.series) {
         Ok(Some(s)) => s,
-        Ok(None) => return usage_error(&format!("no series {} in {db}", q.series)),
+        Ok(None) => return program.usage_error(&format!("no series {} in {db}", q.series)),
         Err(e) => return fail(3, &e.to_string()),
     };
     match reader.points(&series, q.step, offset, q.from, q.to) {
@@ -277,7 +263,7 @@ fn export(matches: &getopts::Matches) -> ExitCode {
     }
 }
 
-fn synthesize(matches: &getopts::Matches) -> ExitCode {
+fn synthesize(program: &Program, matches: &getopts::Matches) -> ExitCode {
     let parsed = (|| -> Result<(String, u32, u32, u64), String> {
         let db = matches.opt_str("db").ok_or("synth needs --db FILE (a new file)")?;
         let days = number(matches, "days", 1..=3660)?.ok_or("synth needs --days N")? as u32;
@@ -287,7 +273,7 @@ fn synthesize(matches: &getopts::Matches) -> ExitCode {
     })();
     let (db, days, meters, seed) = match parsed {
         Ok(p) => p,
-        Err(e) => return usage_error(&e),
+        Err(e) => return program.usage_error(&e),
     };
     let t0 = std::time::Instant::now();
     let mut writer = match Writer::create_new(std::path::Path::new(&db), synth::INTERVAL, Retention::default()) {
@@ -323,9 +309,4 @@ fn synthesize(matches: &getopts::Matches) -> ExitCode {
 fn fail(code: u8, message: &str) -> ExitCode {
     eprintln!("pzem-logger: {message}");
     ExitCode::from(code)
-}
-
-fn usage_error(message: &str) -> ExitCode {
-    eprintln!("pzem-logger: {message}\nTry 'pzem-logger --help'.");
-    ExitCode::from(USAGE_CODE)
 }
