@@ -2,8 +2,10 @@
 //!
 //! The shared file (`/data/conf/pzem.conf`) holds pzem-dbus's meter lines before any
 //! section header, and sections such as `[energy]` for other services. This parser reads
-//! only the two sections it owns and ignores every other line, so the services can share
-//! the file. In its sections, each line is `key = value`; `#` starts a comment:
+//! only the two sections it owns and leaves every other line to its program, so the
+//! services can share the file. Its sections are read with the shared grammar of
+//! [`crate::venus::config::section_entries`]: each line is `key = value` (or
+//! `key value`); `#` starts a comment:
 //!
 //! ```text
 //! [logger]
@@ -185,74 +187,68 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// Reads the `[logger]` and `[web]` sections of the config file's text; errors name the
-/// line. Other sections and lines outside sections are ignored.
+/// The keys of `[logger]`.
+pub const LOGGER_KEYS: [&str; 5] = ["db", "interval", "services", "raw_days", "hour_days"];
+
+/// The keys of `[web]`.
+pub const WEB_KEYS: [&str; 2] = ["db", "listen"];
+
+/// Reads the `[logger]` and `[web]` sections of the config file's text with the shared
+/// grammar ([`crate::venus::config::section_entries`]: `key = value` or `key value`, a
+/// header that is not `[lower-case]` refused, a key given twice refused); errors name the
+/// line. Other sections and lines outside sections are left to their programs.
 pub fn parse(text: &str) -> Result<HistoryConfig, ConfigError> {
-    #[derive(PartialEq)]
-    enum In {
-        Other,
-        Logger,
-        Web,
-    }
+    use crate::venus::config::section_entries;
+    let shared = |e: crate::venus::config::SpecError| ConfigError(e.0);
     let mut config = HistoryConfig::default();
-    let mut section = In::Other;
-    for (n, raw) in text.lines().enumerate() {
-        let line = raw.split('#').next().unwrap_or("").trim();
-        if line.is_empty() {
-            continue;
-        }
-        if line.starts_with('[') && line.ends_with(']') {
-            section = match line[1..line.len() - 1].trim() {
-                "logger" => In::Logger,
-                "web" => In::Web,
-                _ => In::Other,
-            };
-            continue;
-        }
-        if section == In::Other {
-            continue;
-        }
-        let err = |m: String| ConfigError(format!("line {}: {m}", n + 1));
-        let Some((key, value)) = line.split_once('=') else {
-            return Err(err(format!("'{line}': expected key = value")));
-        };
-        let (key, value) = (key.trim(), value.trim());
-        if value.is_empty() {
-            return Err(err(format!("'{key}' has no value")));
-        }
-        let number = |v: &str, range: RangeInclusive<u64>| -> Result<u64, ConfigError> {
-            v.parse::<u64>().map_err(|_| {
-                err(format!(
-                    "{key} = {v}: expected a whole number from {} to {}",
+    for entry in section_entries(text, "logger", &LOGGER_KEYS)
+        .map_err(shared)?
+        .unwrap_or_default()
+    {
+        let value = entry.value.as_str();
+        let number = |range: RangeInclusive<u64>| -> Result<u64, ConfigError> {
+            value.parse::<u64>().map_err(|_| {
+                ConfigError(format!(
+                    "line {}: {} = {value}: expected a whole number from {} to {}",
+                    entry.line,
+                    entry.key,
                     range.start(),
                     range.end()
                 ))
             })
         };
-        if section == In::Logger {
-            for known in ["db", "interval", "services", "raw_days", "hour_days"] {
-                if key == known {
-                    config.logger.lines.push((known, n + 1));
-                }
+        let logger = &mut config.logger;
+        let key = match entry.key.as_str() {
+            "db" => {
+                logger.db = Some(value.to_owned());
+                "db"
             }
-        }
-        match (&section, key) {
-            (In::Logger, "db") => config.logger.db = Some(value.to_owned()),
-            (In::Logger, "interval") => config.logger.interval = Some(number(value, INTERVALS)?),
-            (In::Logger, "services") => {
-                config.logger.services = Some(value.split_whitespace().map(str::to_owned).collect());
+            "interval" => {
+                logger.interval = Some(number(INTERVALS)?);
+                "interval"
             }
-            (In::Logger, "raw_days") => config.logger.raw_days = Some(number(value, DAYS)?),
-            (In::Logger, "hour_days") => config.logger.hour_days = Some(number(value, DAYS)?),
-            (In::Web, "db") => config.web.db = Some(value.to_owned()),
-            (In::Web, "listen") => config.web.listen = Some(value.to_owned()),
-            (In::Logger, _) => {
-                return Err(err(format!(
-                    "unknown key '{key}' in [logger] (db, interval, services, raw_days, hour_days)"
-                )));
+            "services" => {
+                logger.services = Some(value.split_whitespace().map(str::to_owned).collect());
+                "services"
             }
-            (In::Web, _) => return Err(err(format!("unknown key '{key}' in [web] (db, listen)"))),
-            (In::Other, _) => {}
+            "raw_days" => {
+                logger.raw_days = Some(number(DAYS)?);
+                "raw_days"
+            }
+            _ => {
+                logger.hour_days = Some(number(DAYS)?);
+                "hour_days"
+            }
+        };
+        logger.lines.push((key, entry.line));
+    }
+    for entry in section_entries(text, "web", &WEB_KEYS)
+        .map_err(shared)?
+        .unwrap_or_default()
+    {
+        match entry.key.as_str() {
+            "db" => config.web.db = Some(entry.value),
+            _ => config.web.listen = Some(entry.value),
         }
     }
     Ok(config)
@@ -288,8 +284,28 @@ mod tests {
                 .0
                 .starts_with("line 2: unknown key 'port'")
         );
-        assert!(parse("[logger]\ndb\n").unwrap_err().0.contains("key = value"));
+        assert!(parse("[logger]\ndb\n").unwrap_err().0.contains("write db = VALUE"));
         assert!(parse("[logger]\ndb =\n").unwrap_err().0.contains("no value"));
+    }
+
+    #[test]
+    fn the_grammar_is_the_shared_one() {
+        // A header typo is an error, not a section silently ignored.
+        assert!(
+            parse("[Logger]\nraw_days = 1\n")
+                .unwrap_err()
+                .0
+                .starts_with("line 1: '[Logger]' is not a section header")
+        );
+        // A key given twice is refused, not the last one kept.
+        assert_eq!(
+            parse("[logger]\nraw_days = 1\nraw_days = 2\n").unwrap_err().0,
+            "line 3: 'raw_days' is given twice in [logger] (first on line 2); keep one"
+        );
+        // `key value` is accepted, as by the other programs.
+        let c = parse("[web]\nlisten 127.0.0.1:9000\n[logger]\ninterval 30\n").unwrap();
+        assert_eq!(c.web.listen.as_deref(), Some("127.0.0.1:9000"));
+        assert_eq!((c.logger.interval, c.logger.line("interval")), (Some(30), Some(4)));
     }
 
     #[test]
