@@ -10,8 +10,7 @@ use pzem::cli::{self, Program};
 use pzem::dbus::Bus;
 use pzem::history::config::{self, DEFAULT_DB, HistoryConfig};
 use pzem::history::logger_loop::{self, LoggerConfig};
-use pzem::history::params::SamplesQuery;
-use pzem::history::query::Step;
+use pzem::history::params::{SamplesQuery, check_step};
 use pzem::history::series::{DEFAULT_PATTERNS, Pattern};
 use pzem::history::store::{Reader, Retention, Writer};
 use pzem::history::synth::{self, Synth};
@@ -72,7 +71,13 @@ fn main() -> ExitCode {
         _ => "pzem-logger [record] [options]",
     });
     let mut opts = Options::new();
-    opts.optopt("", "db", &format!("the history file (default {DEFAULT_DB})"), "FILE");
+    // export reads the file it is given; record and synth say what they default to.
+    let db_help = match command {
+        "export" => "the history file (required)".to_owned(),
+        "synth" => "the new history file (required)".to_owned(),
+        _ => format!("the history file (default {DEFAULT_DB})"),
+    };
+    opts.optopt("", "db", &db_help, "FILE");
     match command {
         "record" => {
             opts.optopt(
@@ -239,11 +244,8 @@ fn export(program: &Program, matches: &getopts::Matches) -> ExitCode {
         Ok(r) => r,
         Err(e) => return fail(3, &e.to_string()),
     };
-    if q.step == Step::Minute && reader.interval() > 60 {
-        return program.usage_error(&format!(
-            "--step minute is finer than the logging interval ({} s)",
-            reader.interval()
-        ));
+    if let Err(e) = check_step(q.step, reader.interval()) {
+        return program.usage_error(&format!("--{e}"));
     }
     let series = match reader.series_by_id(q.series) {
         Ok(Some(s)) => s,
