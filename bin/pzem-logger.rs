@@ -4,14 +4,13 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use getopts::Options;
+use pzem::cli::{self, Program};
 use pzem::dbus::Bus;
-use pzem::history::config::{self, HistoryConfig};
+use pzem::history::config::{self, DEFAULT_DB, HistoryConfig};
 use pzem::history::logger_loop::{self, LoggerConfig};
-use pzem::history::params::SamplesQuery;
-use pzem::history::query::Step;
+use pzem::history::params::{SamplesQuery, check_step};
 use pzem::history::series::{DEFAULT_PATTERNS, Pattern};
 use pzem::history::store::{Reader, Retention, Writer};
 use pzem::history::synth::{self, Synth};
@@ -19,7 +18,6 @@ use pzem::history::time::{Offset, local_offset, unix_now};
 use pzem::history::{csv, recorder::Batch};
 
 const DEFAULT_CONFIG: &str = "/data/conf/pzem.conf";
-const DEFAULT_DB: &str = "/data/var/lib/pzem-venus/history.sqlite";
 const USAGE_CODE: u8 = 2;
 
 const HELP_TAIL: &str = "\
@@ -38,21 +36,28 @@ section of the config file (db, interval, services, raw_days, hour_days).
 
 Times (export): Unix seconds, YYYY-MM-DD or YYYY-MM-DDTHH:MM[:SS][Z|+HH:MM];
 without a zone they are local time. export writes CSV to standard output.
-
-Exit codes: 0 stopped, 2 usage, 3 the history file cannot be used (it is left
-untouched), 4 D-Bus failed.
 ";
 
-static STOP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    STOP.store(true, Ordering::Relaxed);
+/// The shared CLI front for one command (its usage line in `--help`).
+fn program(usage: &'static str) -> Program {
+    Program {
+        name: "pzem-logger",
+        usage,
+        help_tail: HELP_TAIL,
+        exit_codes: vec![
+            (0, "stopped"),
+            (USAGE_CODE, "usage or config error"),
+            (3, "the history file cannot be used (it is left untouched)"),
+            (4, "D-Bus failed"),
+        ],
+        usage_code: USAGE_CODE,
+    }
 }
 
 fn main() -> ExitCode {
     let args = match pzem::utf8_args() {
         Ok(a) => a,
-        Err(e) => return usage_error(&e),
+        Err(e) => return program("pzem-logger [COMMAND] [options]").usage_error(&e),
     };
     let (command, rest) = match args.first().map(String::as_str) {
         Some("export") => ("export", &args[1..]),
@@ -60,11 +65,19 @@ fn main() -> ExitCode {
         Some("record") => ("record", &args[1..]),
         _ => ("record", &args[..]),
     };
+    let program = program(match command {
+        "export" => "pzem-logger export [options]",
+        "synth" => "pzem-logger synth [options]",
+        _ => "pzem-logger [record] [options]",
+    });
     let mut opts = Options::new();
-    opts.optopt("", "db", &format!("the history file (default {DEFAULT_DB})"), "FILE");
-    opts.optflag("v", "verbose", "log debug messages");
-    opts.optflag("h", "help", "show this help");
-    opts.optflag("V", "version", "show the version");
+    // export reads the file it is given; record and synth say what they default to.
+    let db_help = match command {
+        "export" => "the history file (required)".to_owned(),
+        "synth" => "the new history file (required)".to_owned(),
+        _ => format!("the history file (default {DEFAULT_DB})"),
+    };
+    opts.optopt("", "db", &db_help, "FILE");
     match command {
         "record" => {
             opts.optopt(
@@ -102,33 +115,14 @@ fn main() -> ExitCode {
             opts.optopt("", "seed", "random seed (default 1)", "N");
         }
     }
-    let matches = match opts.parse(rest) {
+    let matches = match program.start_with(opts, rest) {
         Ok(m) => m,
-        Err(e) => return usage_error(&e.to_string()),
+        Err(code) => return code,
     };
-    if matches.opt_present("h") {
-        println!(
-            "{}\n{HELP_TAIL}",
-            opts.usage(&format!("Usage: pzem-logger {command} [options]"))
-        );
-        return ExitCode::SUCCESS;
-    }
-    if matches.opt_present("V") {
-        println!("pzem-logger {}", env!("CARGO_PKG_VERSION"));
-        return ExitCode::SUCCESS;
-    }
-    if !matches.free.is_empty() {
-        return usage_error(&format!("unexpected argument '{}'", matches.free[0]));
-    }
-    let level = if matches.opt_present("v") { "debug" } else { "info" };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
-        .format_timestamp(None)
-        .format_target(false)
-        .init();
     match command {
-        "record" => record(&matches),
-        "export" => export(&matches),
-        _ => synthesize(&matches),
+        "record" => record(&program, &matches),
+        "export" => export(&program, &matches),
+        _ => synthesize(&program, &matches),
     }
 }
 
@@ -147,30 +141,31 @@ fn number(matches: &getopts::Matches, name: &str, range: std::ops::RangeInclusiv
     }
 }
 
-fn file_config(matches: &getopts::Matches) -> Result<HistoryConfig, String> {
+/// The config file's name and what it sets.
+fn file_config(matches: &getopts::Matches) -> Result<(String, HistoryConfig), String> {
     let (path, explicit) = match matches.opt_str("c") {
         Some(p) => (p, true),
         None => (DEFAULT_CONFIG.to_owned(), false),
     };
-    match std::fs::read_to_string(&path) {
-        Ok(text) => config::parse(&text).map_err(|e| format!("{path}: {e}")),
-        Err(e) if explicit => Err(format!("cannot read {path}: {e}")),
-        Err(_) => Ok(HistoryConfig::default()),
-    }
+    let config = match std::fs::read_to_string(&path) {
+        Ok(text) => config::parse(&text).map_err(|e| format!("{path}: {e}"))?,
+        Err(e) if explicit => return Err(format!("cannot read {path}: {e}")),
+        Err(_) => HistoryConfig::default(),
+    };
+    Ok((path, config))
 }
 
-fn record(matches: &getopts::Matches) -> ExitCode {
+fn record(program: &Program, matches: &getopts::Matches) -> ExitCode {
     let parsed = (|| -> Result<LoggerConfig, String> {
-        let file = file_config(matches)?.logger;
-        let interval = match number(matches, "interval", 1..=3600)? {
-            Some(v) => v as u32,
-            None => file.interval.unwrap_or(60),
+        let (file_name, file) = file_config(matches)?;
+        let file = file.logger;
+        // The flags' ranges are checked as they are read, the merged values again below.
+        let flags = config::NumberFlags {
+            interval: number(matches, "interval", config::INTERVALS)?,
+            raw_days: number(matches, "raw-days", config::DAYS)?,
+            hour_days: number(matches, "hour-days", config::DAYS)?,
         };
-        if interval == 0 || 3600 % interval != 0 {
-            return Err(format!(
-                "the interval must divide an hour (1, 2, 5, 10, 15, 30, 60, 300, 600 … 3600 s), not {interval}"
-            ));
-        }
+        let numbers = config::logger_numbers(&flags, &file, &file_name)?;
         let flags = matches.opt_strs("s");
         let texts: Vec<String> = if !flags.is_empty() {
             flags
@@ -194,20 +189,6 @@ fn record(matches: &getopts::Matches) -> ExitCode {
         if patterns.is_empty() {
             return Err("--services: no pattern given".into());
         }
-        let default = Retention::default();
-        let raw_days = number(matches, "raw-days", 1..=36_600)?
-            .map(|v| v as u32)
-            .or(file.raw_days)
-            .unwrap_or(default.raw_days);
-        let hour_days = number(matches, "hour-days", 1..=36_600)?
-            .map(|v| v as u32)
-            .or(file.hour_days)
-            .unwrap_or(default.hour_days);
-        if hour_days < raw_days {
-            return Err(format!(
-                "hourly roll-ups ({hour_days} days) must be kept at least as long as raw samples ({raw_days} days)"
-            ));
-        }
         Ok(LoggerConfig {
             bus: Bus::from_flag(matches.opt_str("dbus").as_deref()),
             db: PathBuf::from(
@@ -216,21 +197,20 @@ fn record(matches: &getopts::Matches) -> ExitCode {
                     .or(file.db)
                     .unwrap_or_else(|| DEFAULT_DB.to_owned()),
             ),
-            interval,
+            interval: numbers.interval,
             patterns,
-            retention: Retention { raw_days, hour_days },
+            retention: Retention {
+                raw_days: numbers.raw_days,
+                hour_days: numbers.hour_days,
+            },
         })
     })();
     let config = match parsed {
         Ok(c) => c,
-        Err(e) => return usage_error(&e),
+        Err(e) => return program.usage_error(&e),
     };
-    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-    unsafe {
-        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
-    }
-    let exit = logger_loop::run(&config, &STOP);
+    let stop = cli::install_stop_signals();
+    let exit = logger_loop::run(&config, stop);
     match &exit {
         logger_loop::LoggerExit::Stopped => {}
         logger_loop::LoggerExit::Store(e) => log::error!("{e}"),
@@ -239,11 +219,11 @@ fn record(matches: &getopts::Matches) -> ExitCode {
     ExitCode::from(exit.code())
 }
 
-fn export(matches: &getopts::Matches) -> ExitCode {
+fn export(program: &Program, matches: &getopts::Matches) -> ExitCode {
     let offset = match matches.opt_str("utc-offset") {
         Some(t) => match Offset::parse(&t) {
             Ok(o) => o,
-            Err(e) => return usage_error(&format!("--utc-offset: {e}")),
+            Err(e) => return program.usage_error(&format!("--utc-offset: {e}")),
         },
         None => local_offset(),
     };
@@ -254,25 +234,22 @@ fn export(matches: &getopts::Matches) -> ExitCode {
         }
     }
     let Some(db) = matches.opt_str("db") else {
-        return usage_error("export needs --db FILE");
+        return program.usage_error("export needs --db FILE");
     };
     let q = match SamplesQuery::parse(&query, offset) {
         Ok(q) => q,
-        Err(e) => return usage_error(&e),
+        Err(e) => return program.usage_error(&e),
     };
     let reader = match Reader::open(std::path::Path::new(&db)) {
         Ok(r) => r,
         Err(e) => return fail(3, &e.to_string()),
     };
-    if q.step == Step::Minute && reader.interval() > 60 {
-        return usage_error(&format!(
-            "--step minute is finer than the logging interval ({} s)",
-            reader.interval()
-        ));
+    if let Err(e) = check_step(q.step, reader.interval()) {
+        return program.usage_error(&format!("--{e}"));
     }
     let series = match reader.series_by_id(q.series) {
         Ok(Some(s)) => s,
-        Ok(None) => return usage_error(&format!("no series {} in {db}", q.series)),
+        Ok(None) => return program.usage_error(&format!("no series {} in {db}", q.series)),
         Err(e) => return fail(3, &e.to_string()),
     };
     match reader.points(&series, q.step, offset, q.from, q.to) {
@@ -288,7 +265,7 @@ fn export(matches: &getopts::Matches) -> ExitCode {
     }
 }
 
-fn synthesize(matches: &getopts::Matches) -> ExitCode {
+fn synthesize(program: &Program, matches: &getopts::Matches) -> ExitCode {
     let parsed = (|| -> Result<(String, u32, u32, u64), String> {
         let db = matches.opt_str("db").ok_or("synth needs --db FILE (a new file)")?;
         let days = number(matches, "days", 1..=3660)?.ok_or("synth needs --days N")? as u32;
@@ -298,7 +275,7 @@ fn synthesize(matches: &getopts::Matches) -> ExitCode {
     })();
     let (db, days, meters, seed) = match parsed {
         Ok(p) => p,
-        Err(e) => return usage_error(&e),
+        Err(e) => return program.usage_error(&e),
     };
     let t0 = std::time::Instant::now();
     let mut writer = match Writer::create_new(std::path::Path::new(&db), synth::INTERVAL, Retention::default()) {
@@ -334,9 +311,4 @@ fn synthesize(matches: &getopts::Matches) -> ExitCode {
 fn fail(code: u8, message: &str) -> ExitCode {
     eprintln!("pzem-logger: {message}");
     ExitCode::from(code)
-}
-
-fn usage_error(message: &str) -> ExitCode {
-    eprintln!("pzem-logger: {message}\nTry 'pzem-logger --help'.");
-    ExitCode::from(USAGE_CODE)
 }

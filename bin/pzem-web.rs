@@ -6,13 +6,12 @@ use std::process::ExitCode;
 
 use getopts::Options;
 use pzem::cli::{self, Program};
-use pzem::history::config;
+use pzem::history::config::{self, DEFAULT_DB, HistoryConfig};
 use pzem::history::time::{Offset, local_offset};
 use pzem::web::app::App;
 use pzem::web::http::{self, ServerConfig};
 
 const DEFAULT_CONFIG: &str = "/data/conf/pzem.conf";
-const DEFAULT_DB: &str = "/data/var/lib/pzem-venus/history.sqlite";
 const DEFAULT_LISTEN: &str = "0.0.0.0:8088";
 /// Exit code of a usage or config error.
 const USAGE: u8 = 2;
@@ -22,7 +21,8 @@ const CANNOT_SERVE: u8 = 3;
 const HELP_TAIL: &str = "\
 Serves the page at / and the API at /api/series and /api/samples (docs/history.md).
 The history file is opened read-only; pzem-web never writes it. Options not given
-come from the [web] section of the config file (db, listen).
+come from the [web] section of the config file (db, listen); without either db,
+the file is the one [logger] names, else the default.
 ";
 
 fn main() -> ExitCode {
@@ -69,14 +69,14 @@ fn main() -> ExitCode {
             None => (DEFAULT_CONFIG.to_owned(), false),
         };
         let file = match std::fs::read_to_string(&path) {
-            Ok(text) => config::parse(&text).map_err(|e| format!("{path}: {e}"))?.web,
+            Ok(text) => config::parse(&text).map_err(|e| format!("{path}: {e}"))?,
             Err(e) if explicit => return Err(format!("cannot read {path}: {e}")),
-            Err(_) => Default::default(),
+            Err(_) => HistoryConfig::default(),
         };
-        let db = PathBuf::from(matches.opt_str("db").or(file.db).unwrap_or_else(|| DEFAULT_DB.into()));
+        let db = PathBuf::from(matches.opt_str("db").unwrap_or_else(|| file.web_db().to_owned()));
         let listen = matches
             .opt_str("l")
-            .or(file.listen)
+            .or(file.web.listen)
             .unwrap_or_else(|| DEFAULT_LISTEN.into());
         let offset = match matches.opt_str("utc-offset") {
             Some(t) => Offset::parse(&t).map_err(|e| format!("--utc-offset: {e}"))?,
@@ -98,7 +98,7 @@ fn main() -> ExitCode {
     let listener = match TcpListener::bind(&listen) {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("pzem-web: cannot listen on {listen}: {e}");
+            eprintln!("pzem-web: cannot listen on {listen}: {e}; give --listen ADDR:PORT or listen in [web]");
             return ExitCode::from(CANNOT_SERVE);
         }
     };

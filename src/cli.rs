@@ -44,12 +44,19 @@ impl Program {
     /// Add the common flags to `opts`, parse the arguments, answer `--help`
     /// and `--version`, and start logging (`-v`: debug). `Err` is the exit
     /// code to leave with now.
-    pub fn start(&self, mut opts: Options) -> Result<Matches, ExitCode> {
+    pub fn start(&self, opts: Options) -> Result<Matches, ExitCode> {
+        let args = crate::utf8_args().map_err(|e| self.usage_error(&e))?;
+        self.start_with(opts, &args)
+    }
+
+    /// [`Program::start`] on `args` (without the program name) rather than
+    /// the process's: for a binary with subcommands, the arguments after
+    /// the subcommand.
+    pub fn start_with(&self, mut opts: Options, args: &[String]) -> Result<Matches, ExitCode> {
         opts.optflag("v", "verbose", "log debug messages");
         opts.optflag("h", "help", "show this help");
         opts.optflag("V", "version", "show the version");
-        let args = crate::utf8_args().map_err(|e| self.usage_error(&e))?;
-        let matches = opts.parse(&args).map_err(|e| self.usage_error(&e.to_string()))?;
+        let matches = opts.parse(args).map_err(|e| self.usage_error(&e.to_string()))?;
         if matches.opt_present("h") {
             println!(
                 "{}\n{}\nExit codes:",

@@ -235,8 +235,9 @@ impl PollSet {
 
 /// Blocks SIGTERM and SIGINT in this thread; returns the mask it had, to wait with (so the
 /// signals are delivered only while the loop waits, never between its check of the stop
-/// flag and the wait), and to restore. Used by the services' loops (feature `dbus`).
-#[cfg(feature = "dbus")]
+/// flag and the wait), and to restore. Used by the services' loops (features `dbus` and
+/// `web`: pzem-logger needs both, pzem-web the latter).
+#[cfg(any(feature = "dbus", feature = "web"))]
 pub(crate) fn block_stop_signals() -> Option<libc::sigset_t> {
     // SAFETY: sigset_t is plain data; the calls get valid pointers to locals.
     unsafe {
@@ -254,7 +255,7 @@ pub(crate) fn block_stop_signals() -> Option<libc::sigset_t> {
     }
 }
 
-#[cfg(feature = "dbus")]
+#[cfg(any(feature = "dbus", feature = "web"))]
 pub(crate) fn restore_signals(mask: Option<libc::sigset_t>) {
     if let Some(mask) = mask {
         // SAFETY: a valid mask from block_stop_signals.

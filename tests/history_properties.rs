@@ -71,3 +71,70 @@ proptest! {
         }
     }
 }
+
+/// A scratch file for one property case, removed afterwards.
+struct Scratch(std::path::PathBuf);
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+        let _ = std::fs::remove_file(self.0.with_extension("sqlite-wal"));
+        let _ = std::fs::remove_file(self.0.with_extension("sqlite-shm"));
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// Through the file: hours and days of an energy counter written every minute for two
+    /// days are its whole increase at any UTC offset, also those that are not whole hours
+    /// (+05:30, +09:30, +05:45, -03:30), where the UTC-hour roll-ups cannot be used.
+    #[test]
+    fn stored_energy_steps_are_the_increase_at_any_offset(
+        rates in proptest::collection::vec(0.0f64..0.05, 48),
+        offset in prop_oneof![Just(0), Just(7200), Just(19_800), Just(34_200), Just(20_700), Just(-12_600)],
+        step in prop_oneof![Just(Step::Hour), Just(Step::Day)],
+        case in any::<u64>(),
+    ) {
+        use pzem::history::recorder::{Batch, Sample};
+        use pzem::history::store::{Reader, Retention, Writer};
+        let file = Scratch(std::env::temp_dir().join(format!("pzem-prop-{}-{case}.sqlite", std::process::id())));
+        let offset = Offset::from_seconds(offset).unwrap();
+        let minutes = 48 * 60;
+        let mut counter = 100.0;
+        let batches: Vec<Batch> = (0..minutes)
+            .map(|m| {
+                counter += rates[m as usize / 60];
+                Batch {
+                    start: T0 + m * 60,
+                    samples: vec![Sample {
+                        service: "com.victronenergy.grid.x".into(),
+                        path: "/Ac/Energy/Forward",
+                        quantity: Quantity::Energy,
+                        t: T0 + m * 60,
+                        value: counter,
+                    }],
+                }
+            })
+            .collect();
+        let mut w = Writer::create_new(&file.0, 60, Retention::default()).unwrap();
+        for chunk in batches.chunks(600) {
+            w.write(chunk).unwrap();
+        }
+        w.finish().unwrap();
+        let r = Reader::open(&file.0).unwrap();
+        let series = r.series().unwrap().remove(0);
+        // Local steps wholly inside the data: the first observation is at T0 + 60.
+        let from = step.floor(T0 + 60, offset) + step.seconds();
+        let to = step.floor(T0 + minutes * 60, offset);
+        let pts = r.points(&series, step, offset, from, to).unwrap();
+        let counter_at = |t: i64| {
+            // The counter observed at t (the sample starting at t - 60).
+            let m = (t - 60 - T0) / 60;
+            100.0 + (0..=m).map(|k| rates[k as usize / 60]).sum::<f64>()
+        };
+        let want = counter_at(to) - counter_at(from);
+        let sum: f64 = pts.iter().map(|p| p.1).sum();
+        prop_assert!((sum - want).abs() < 1e-6, "offset {offset}, {step}: {sum} kWh, want {want} kWh ({} points)", pts.len());
+        prop_assert_eq!(pts.len() as i64, (to - from) / step.seconds());
+    }
+}

@@ -156,6 +156,21 @@ fn newer_damaged_and_foreign_files_are_reported_and_left_untouched() {
         Err(StoreError::Exists(_))
     ));
     assert!(check_file(&d.file("absent.sqlite"), true).is_ok());
+    // A missing file says what to do; a file without its interval is not guessed at.
+    let missing = Reader::open(&d.file("absent.sqlite")).unwrap_err().to_string();
+    assert!(
+        missing.contains("pzem-logger has not written it yet; check --db or db in [logger]"),
+        "{missing}"
+    );
+    let no_interval = d.file("no-interval.sqlite");
+    drop(Writer::open(&no_interval, 60, Retention::default()).unwrap());
+    sqlite(&no_interval)
+        .execute("DELETE FROM meta WHERE key = 'interval'", [])
+        .unwrap();
+    match Reader::open(&no_interval) {
+        Err(StoreError::Damaged(_, why)) => assert!(why.contains("no interval"), "{why}"),
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]

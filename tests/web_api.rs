@@ -363,3 +363,85 @@ fn slow_and_broken_clients_do_not_stop_others() {
     drop(flood);
     drop(unread);
 }
+
+/// Voluntary context switches of pzem-web's I/O thread (its main thread): each wait that
+/// ends adds one.
+fn io_thread_wakeups(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn an_idle_server_sleeps_and_stops_at_once_on_sigterm() {
+    let dir = TempDir::new("web-idle");
+    let db = history(dir.path(), 1);
+    let mut web = start(&dir, &db);
+    assert_eq!(get(web.addr, "/api/series").0, 200);
+    // Let the answered connection drain and close (its drain deadline is 1 s).
+    std::thread::sleep(Duration::from_millis(1500));
+    let pid = web.proc.pid();
+    let before = io_thread_wakeups(pid);
+    std::thread::sleep(Duration::from_secs(3));
+    let woke = io_thread_wakeups(pid) - before;
+    println!("idle I/O thread woke {woke} time(s) in 3 s");
+    assert!(woke <= 1, "an idle pzem-web woke {woke} times in 3 s");
+    // Its wait has no timeout: only the signal ends it.
+    let t = Instant::now();
+    assert_eq!(web.proc.terminate(), Some(0), "{}", web.proc.log_text());
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+}
+
+/// CPU time of pzem-web's I/O thread so far, in clock ticks (user + system).
+fn io_thread_cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/stat")).unwrap();
+    // Fields after the command name (which ends with ')'): utime and stime are 14 and 15.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+#[test]
+fn a_client_reset_while_its_answer_is_computed_costs_no_spinning() {
+    let dir = TempDir::new("web-reset");
+    let db = history(dir.path(), 40);
+    let web = start(&dir, &db);
+    let slow = "GET /api/samples?series=1&from=2025-11-25&to=2025-12-26&step=minute HTTP/1.1\r\n\r\n";
+    let t = Instant::now();
+    assert_eq!(raw(web.addr, slow.as_bytes()).0, 200);
+    let one = t.elapsed();
+    let pid = web.proc.pid();
+    let before = io_thread_cpu_ticks(pid);
+    // Requests that keep both workers busy, each reset by its client once sent.
+    let n = 16;
+    for _ in 0..n {
+        let s = TcpStream::connect(web.addr).unwrap();
+        (&s).write_all(slow.as_bytes()).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        let linger = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        // SAFETY: setsockopt on our own socket with a valid linger struct.
+        unsafe {
+            use std::os::fd::AsRawFd;
+            libc::setsockopt(
+                s.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                (&linger as *const libc::linger).cast(),
+                std::mem::size_of::<libc::linger>() as libc::socklen_t,
+            );
+        }
+        drop(s); // RST
+    }
+    // The workers need about n / 2 answers' time; the I/O thread should sleep meanwhile.
+    std::thread::sleep(one * (n / 2 + 1) + Duration::from_millis(200));
+    let spent = io_thread_cpu_ticks(pid) - before;
+    println!("one answer {one:?}; I/O thread used {spent} tick(s) while {n} reset requests were computed");
+    assert!(spent <= 3, "the I/O thread spun: {spent} ticks");
+    assert_eq!(get(web.addr, "/api/series").0, 200, "still serving");
+}

@@ -85,8 +85,18 @@ fn prefixes(patterns: &[Pattern]) -> Vec<String> {
     out
 }
 
-/// Runs until `stop` is set (by a signal handler) or something fails.
+/// Runs until `stop` is set (by a signal handler) or something fails. SIGTERM and SIGINT
+/// are blocked in this thread except while it waits, so a stop request is never missed
+/// between the check of the flag and the wait (which may last a whole interval); the mask
+/// is restored on return.
 pub fn run(config: &LoggerConfig, stop: &AtomicBool) -> LoggerExit {
+    let wait_mask = crate::poll_set::block_stop_signals();
+    let exit = run_blocked(config, stop, wait_mask);
+    crate::poll_set::restore_signals(wait_mask);
+    exit
+}
+
+fn run_blocked(config: &LoggerConfig, stop: &AtomicBool, wait_mask: Option<libc::sigset_t>) -> LoggerExit {
     let mut writer = match Writer::open(&config.db, config.interval, config.retention) {
         Ok(w) => w,
         Err(e) => return LoggerExit::Store(e),
@@ -98,13 +108,18 @@ pub fn run(config: &LoggerConfig, stop: &AtomicBool) -> LoggerExit {
         config.retention.raw_days,
         config.retention.hour_days
     );
-    match follow(config, &mut writer, stop) {
+    match follow(config, &mut writer, stop, wait_mask) {
         Ok(()) => LoggerExit::Stopped,
         Err(e) => LoggerExit::Bus(e),
     }
 }
 
-fn follow(config: &LoggerConfig, writer: &mut Writer, stop: &AtomicBool) -> Result<(), BusError> {
+fn follow(
+    config: &LoggerConfig,
+    writer: &mut Writer,
+    stop: &AtomicBool,
+    wait_mask: Option<libc::sigset_t>,
+) -> Result<(), BusError> {
     let mut client = BusClient::new(&config.bus)?;
     let prefixes = prefixes(&config.patterns);
     let refs: Vec<&str> = prefixes.iter().map(String::as_str).collect();
@@ -116,6 +131,7 @@ fn follow(config: &LoggerConfig, writer: &mut Writer, stop: &AtomicBool) -> Resu
         }
     }
     let mut poll = PollSet::new().map_err(BusError::Io)?;
+    poll.set_wait_mask(wait_mask);
     let mut events = Vec::new();
     let mut pending: Vec<Batch> = Vec::new();
     while !stop.load(Ordering::Relaxed) {

@@ -80,6 +80,17 @@ impl SamplesQuery {
     }
 }
 
+/// Whether a history logged every `interval` seconds can answer `step`: minute steps need
+/// an interval of 60 s or less. The error says what to use instead.
+pub fn check_step(step: Step, interval: u32) -> Result<(), String> {
+    if step == Step::Minute && interval > 60 {
+        return Err(format!(
+            "step minute is finer than the logging interval ({interval} s): use hour or day"
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,5 +125,15 @@ mod tests {
         assert!(err(&[("series", "1"), ("from", "0"), ("to", "86400"), ("step", "week")]).contains("step"));
         assert!(err(&[("series", "1"), ("series", "2")]).contains("twice"));
         assert!(err(&[("series", "1"), ("x", "2")]).contains("unknown parameter"));
+    }
+
+    #[test]
+    fn minute_steps_need_an_interval_of_a_minute_or_less() {
+        assert_eq!(check_step(Step::Minute, 60), Ok(()));
+        assert_eq!(check_step(Step::Hour, 300), Ok(()));
+        assert_eq!(
+            check_step(Step::Minute, 300).unwrap_err(),
+            "step minute is finer than the logging interval (300 s): use hour or day"
+        );
     }
 }

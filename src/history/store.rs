@@ -143,7 +143,11 @@ impl fmt::Display for StoreError {
                 "{}: recorded every {stored} s, not {asked} s; use --interval {stored} or another file",
                 path.display()
             ),
-            StoreError::Missing(p) => write!(f, "{}: no such file", p.display()),
+            StoreError::Missing(p) => write!(
+                f,
+                "{}: no such file: pzem-logger has not written it yet; check --db or db in [logger]",
+                p.display()
+            ),
             StoreError::Exists(p) => write!(f, "{}: already exists; give a new file", p.display()),
             StoreError::Sql(e) => f.write_str(e),
         }
@@ -507,7 +511,22 @@ impl Reader {
         let conn =
             Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
         conn.busy_timeout(Duration::from_secs(2))?;
-        let interval = meta_get(&conn, "interval")?.and_then(|v| v.parse().ok()).unwrap_or(60);
+        // Every step is computed from it: a file without it is not guessed at.
+        let interval = match meta_get(&conn, "interval")?.map(|v| v.parse::<u32>()) {
+            Some(Ok(i)) if i > 0 => i,
+            Some(_) => {
+                return Err(StoreError::Damaged(
+                    path.to_owned(),
+                    "its interval is not a number".into(),
+                ));
+            }
+            None => {
+                return Err(StoreError::Damaged(
+                    path.to_owned(),
+                    "no interval recorded in meta".into(),
+                ));
+            }
+        };
         Ok(Reader { conn, interval })
     }
 
@@ -563,7 +582,10 @@ impl Reader {
 
     /// One point per step with data in `[from, to)` of series `id` (see [`query`]).
     /// Minute (and sub-hour) steps read the raw samples; hour and day steps read the hourly
-    /// roll-ups and, for the hours not rolled up yet, the raw samples.
+    /// roll-ups and, for the hours not rolled up yet, the raw samples. The roll-ups are cut
+    /// on UTC hours, so they serve only offsets of whole hours: at +05:30 a local hour or
+    /// day starts half-way through a UTC hour, and an hour row would straddle it, so such
+    /// offsets read the raw samples too.
     pub fn points(
         &self,
         series: &SeriesInfo,
@@ -574,7 +596,7 @@ impl Reader {
     ) -> Result<Vec<(i64, f64)>, StoreError> {
         let interval = i64::from(self.interval);
         let mut pieces = Vec::new();
-        if step.seconds() < HOUR || step.seconds() % HOUR != 0 {
+        if step.seconds() < HOUR || step.seconds() % HOUR != 0 || i64::from(offset.seconds()) % HOUR != 0 {
             self.raw_pieces(series.id, from - interval, to, &mut pieces)?;
         } else {
             let rolled = self.rolled_to()?;

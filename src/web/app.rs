@@ -17,7 +17,7 @@ use super::http::{Request, Response};
 use super::page::{self, CSP, PALETTE, PageModel, Total, View};
 use super::svg::{Bars, Line};
 use crate::history::csv;
-use crate::history::params::{SamplesQuery, cut};
+use crate::history::params::{SamplesQuery, check_step, cut};
 use crate::history::query::Step;
 use crate::history::series::Quantity;
 use crate::history::store::{Reader, SeriesInfo, StoreError};
@@ -168,14 +168,8 @@ impl App {
         };
         let offset = self.offset;
         let reader = self.reader()?;
-        if params.step == Step::Minute && reader.interval() > 60 {
-            return Ok(json_error(
-                400,
-                &format!(
-                    "step minute is finer than the logging interval ({} s): use hour or day",
-                    reader.interval()
-                ),
-            ));
+        if let Err(e) = check_step(params.step, reader.interval()) {
+            return Ok(json_error(400, &e));
         }
         let Some(series) = reader.series_by_id(params.series)? else {
             return Ok(json_error(404, &format!("no series {}", params.series)));

@@ -210,9 +210,32 @@ struct Job {
     request: Request,
 }
 
-/// Serves `listener` until `stop` is set. `make_handler` is called once per worker; each
-/// worker answers requests with its handler.
+/// Serves `listener` until `stop` is set by a handler of SIGTERM or SIGINT. `make_handler`
+/// is called once per worker; each worker answers requests with its handler.
+///
+/// The stop signals are blocked in this thread before the workers are spawned (so they
+/// inherit the mask and never take the signal) and unblocked only while the I/O thread
+/// waits: a signal ends that wait and is never missed between the check of `stop` and
+/// the wait, which has no timeout of its own when no connection has a deadline. The mask
+/// is restored on return.
 pub fn serve<F, H>(listener: TcpListener, config: ServerConfig, make_handler: F, stop: &AtomicBool) -> io::Result<()>
+where
+    F: Fn() -> H,
+    H: FnMut(&Request) -> Response + Send + 'static,
+{
+    let wait_mask = crate::poll_set::block_stop_signals();
+    let result = serve_blocked(listener, config, make_handler, stop, wait_mask);
+    crate::poll_set::restore_signals(wait_mask);
+    result
+}
+
+fn serve_blocked<F, H>(
+    listener: TcpListener,
+    config: ServerConfig,
+    make_handler: F,
+    stop: &AtomicBool,
+    wait_mask: Option<libc::sigset_t>,
+) -> io::Result<()>
 where
     F: Fn() -> H,
     H: FnMut(&Request) -> Response + Send + 'static,
@@ -248,7 +271,7 @@ where
         workers.push(worker);
     }
     drop(done_tx);
-    let result = io_loop(&listener, config, &wake_rx, &job_tx, &done_rx, stop);
+    let result = io_loop(&listener, config, &wake_rx, &job_tx, &done_rx, stop, wait_mask);
     drop(job_tx);
     for w in workers {
         let _ = w.join();
@@ -263,9 +286,11 @@ fn io_loop(
     jobs: &mpsc::Sender<Job>,
     done: &mpsc::Receiver<(u64, Response)>,
     stop: &AtomicBool,
+    wait_mask: Option<libc::sigset_t>,
 ) -> io::Result<()> {
     let mut conns: Vec<Conn> = Vec::new();
     let mut poll = PollSet::new()?;
+    poll.set_wait_mask(wait_mask);
     let mut next_id = 0u64;
     let mut buf = vec![0u8; 16 * 1024];
     while !stop.load(Ordering::Relaxed) {
@@ -287,10 +312,8 @@ fn io_loop(
             .filter(|c| !matches!(c.state, State::Working { .. }))
             .map(|c| c.deadline)
             .min();
-        let timeout = next
-            .map_or(Duration::from_secs(1), |d| d.saturating_duration_since(now))
-            .min(Duration::from_secs(1));
-        poll.wait(Some(timeout))?;
+        // No deadline: sleep until a client, a worker or a stop signal wakes the loop.
+        poll.wait(next.map(|d| d.saturating_duration_since(now)))?;
         let now = Instant::now();
         let ready: Vec<bool> = (0..conns.len()).map(|i| poll.is_ready(i + 2)).collect();
 
@@ -406,7 +429,14 @@ fn step(c: &mut Conn, ready: bool, now: Instant, config: &ServerConfig, buf: &mu
                 start_writing(c, &response, now, config);
             }
         }
-        State::Working { .. } => {}
+        // Waited on for no event, so ready means hung up or in error (a client reset while
+        // its answer is computed): close it, or every wait would return at once until the
+        // worker is done. The late answer finds no connection and is dropped.
+        State::Working { .. } => {
+            if ready {
+                close(c, now);
+            }
+        }
         State::Writing { data, pos } => {
             if ready {
                 match (&c.stream).write(&data[*pos..]) {
