@@ -23,6 +23,8 @@ const PZEM_DBUS: &str = env!("CARGO_BIN_EXE_pzem-dbus");
 const PZEM_ENERGY: &str = env!("CARGO_BIN_EXE_pzem-energy");
 const OWN: &str = "com.victronenergy.pzem_energy.flows";
 const BUSITEM: &str = "com.victronenergy.BusItem";
+/// The error the client library gives when no answer came within the call's timeout.
+const NO_REPLY: &str = "org.freedesktop.DBus.Error.NoReply";
 const SECOND: Duration = Duration::from_secs(1);
 
 /// Every hostile SetValue argument list, with a name.
@@ -70,6 +72,13 @@ fn call(
     }
 }
 
+/// Panics when the call `what` to `service` `path` went unanswered (timed out).
+fn answered(r: &Result<Option<i32>, String>, service: &str, path: &str, what: &str) {
+    if let Err(name) = r {
+        assert_ne!(name, NO_REPLY, "{service} {path}: {what} was not answered");
+    }
+}
+
 /// Attacks every path of `service`; returns the number of calls made. Panics when a
 /// read-only path takes a write or a call goes unanswered.
 fn attack(rig: &mut Rig, service: &str) -> usize {
@@ -83,10 +92,13 @@ fn attack(rig: &mut Rig, service: &str) -> usize {
         for (what, args) in hostile_values() {
             let r = call(&conn, service, path, BUSITEM, "SetValue", &args);
             calls += 1;
-            // Refused: a non-zero code, or an error. Only a writable path's well-typed
-            // write may be taken, and none of these is well typed for a writable path.
-            if let Ok(Some(0)) = r {
-                panic!("{service} {path}: SetValue({what}) was accepted");
+            // Refused: a non-zero code, or a D-Bus error. Only a writable path's well-typed
+            // write may be taken, and none of these is well typed for a writable path. A
+            // reply without an i32 and a timeout (NoReply) are failures too.
+            match &r {
+                Ok(Some(code)) => assert_ne!(*code, 0, "{service} {path}: SetValue({what}) was accepted"),
+                Ok(None) => panic!("{service} {path}: SetValue({what}) answered without an i32 code"),
+                Err(name) => assert_ne!(name, NO_REPLY, "{service} {path}: SetValue({what}) was not answered"),
             }
             if !known {
                 assert!(
@@ -97,10 +109,11 @@ fn attack(rig: &mut Rig, service: &str) -> usize {
         }
         let junk: Vec<Box<dyn RefArg>> = vec![Box::new("x".repeat(1 << 16)), Box::new(7i32)];
         for member in ["GetValue", "GetText", "GetItems", "GetMin", "NoSuchMethod"] {
-            let _ = call(&conn, service, path, BUSITEM, member, &junk);
+            let r = call(&conn, service, path, BUSITEM, member, &junk);
+            answered(&r, service, path, member);
             calls += 1;
         }
-        let _ = call(
+        let r = call(
             &conn,
             service,
             path,
@@ -108,7 +121,8 @@ fn attack(rig: &mut Rig, service: &str) -> usize {
             "SetValue",
             &[Box::new(Variant(1i32))],
         );
-        let _ = call(
+        answered(&r, service, path, "org.example.Nope.SetValue");
+        let r = call(
             &conn,
             service,
             path,
@@ -116,6 +130,7 @@ fn attack(rig: &mut Rig, service: &str) -> usize {
             "Introspect",
             &junk,
         );
+        answered(&r, service, path, "Introspect");
         calls += 2;
     }
     calls
