@@ -968,6 +968,17 @@ fn deploy_checks_its_arguments_and_prints_its_commands() {
     let out = run(&["--dry-run", "--bundle", "/x/foo.tar.gz", "gx"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out).contains("not a pzem-venus bundle"), "{}", text(&out));
+    // The name goes into the GX's shell: anything but a bundle name is refused.
+    for bad in [
+        "/x/pzem-venus-0.1;reboot-armv7.tar.gz",
+        "/x/pzem-venus-$(reboot)-armv7.tar.gz",
+        "/x/pzem-venus-0.1.0 x-armv7.tar.gz",
+        "/x/pzem-venus-0.1.0-mips.tar.gz",
+    ] {
+        let out = run(&["--dry-run", "--bundle", bad, "gx"]);
+        assert_eq!(out.status.code(), Some(1), "{bad}: {}", text(&out));
+        assert!(text(&out).contains("not a pzem-venus bundle"), "{bad}: {}", text(&out));
+    }
 
     let out = run(&["--dry-run", "--bundle", "/x/pzem-venus-0.1.0-armv7.tar.gz", "gx.local"]);
     let t = ok(out, "deploy --dry-run");
