@@ -185,9 +185,7 @@ fn kill_loop(
                 .set_energy_wh(rng.below(500) as u32);
         }
         rig.monitor.pump_for(Duration::from_millis(rng.below(350) as u64));
-        // SAFETY: kill(2) on the PID of our own, not yet reaped, child.
-        unsafe { libc::kill(p.pid() as libc::pid_t, libc::SIGKILL) };
-        let code = p.wait_exit(5 * SECOND);
+        let code = p.kill9();
         assert_eq!(
             code,
             Some(128 + 9),

@@ -101,12 +101,24 @@ impl Proc {
         }
     }
 
-    /// SIGTERM, then the exit code (within 5 s).
-    pub fn terminate(&mut self) -> Option<i32> {
+    /// Sends `sig` to this child, unless it has already exited (then its PID may be reused
+    /// and nothing is sent).
+    pub fn signal(&mut self, sig: libc::c_int) {
         if self.try_exit().is_none() {
             // SAFETY: kill(2) on the PID of our own, not yet reaped, child.
-            unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+            unsafe { libc::kill(self.child.id() as libc::pid_t, sig) };
         }
+    }
+
+    /// SIGTERM, then the exit code (within 5 s).
+    pub fn terminate(&mut self) -> Option<i32> {
+        self.signal(libc::SIGTERM);
+        self.wait_exit(Duration::from_secs(5))
+    }
+
+    /// SIGKILL, then the exit code (within 5 s): 128 + 9 when the signal killed it.
+    pub fn kill9(&mut self) -> Option<i32> {
+        self.signal(libc::SIGKILL);
         self.wait_exit(Duration::from_secs(5))
     }
 
