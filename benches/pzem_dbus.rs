@@ -493,8 +493,7 @@ fn strace_window(run: &mut Run, seconds: u64) -> SyscallCount {
     run.pass(Duration::from_secs(seconds).saturating_sub(IDLE_LINE * 2));
     run.wait_idle_line();
     let p1 = run.line.polls();
-    // SAFETY: kill(2) on the PID of our own child, which is not reaped yet.
-    unsafe { libc::kill(strace.pid() as libc::pid_t, libc::SIGINT) };
+    strace.signal(libc::SIGINT);
     let exit = strace.wait_exit(Duration::from_secs(10));
     assert!(exit.is_some(), "strace did not stop on SIGINT");
     assert_eq!(run.line.polls(), p1, "a poll went by while strace detached");

@@ -266,8 +266,7 @@ impl Run {
             self.cycle();
         }
         self.settle();
-        // SAFETY: kill(2) on the PID of our own child, which is not reaped yet.
-        unsafe { libc::kill(strace.pid() as libc::pid_t, libc::SIGINT) };
+        strace.signal(libc::SIGINT);
         assert!(
             strace.wait_exit(Duration::from_secs(10)).is_some(),
             "strace did not stop"

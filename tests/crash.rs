@@ -7,6 +7,8 @@
 //! Every child process is killed by PID when its guard drops, also when a test fails.
 #![cfg(all(feature = "serial", feature = "dbus", feature = "cli"))]
 
+#[path = "support/require.rs"]
+mod require;
 #[path = "support/rig.rs"]
 mod rig;
 
@@ -183,9 +185,7 @@ fn kill_loop(
                 .set_energy_wh(rng.below(500) as u32);
         }
         rig.monitor.pump_for(Duration::from_millis(rng.below(350) as u64));
-        // SAFETY: kill(2) on the PID of our own, not yet reaped, child.
-        unsafe { libc::kill(p.pid() as libc::pid_t, libc::SIGKILL) };
-        let code = p.wait_exit(5 * SECOND);
+        let code = p.kill9();
         assert_eq!(
             code,
             Some(128 + 9),
@@ -268,7 +268,10 @@ fn kill_9_pzem_dbus_on_a_full_file_system() {
     let tty = sim.path().unwrap().to_owned();
     let mut rig = Rig::new(true);
     let Some(fs) = Tmpfs::mount(rig.dir.path(), 64) else {
-        println!("SKIPPED: cannot mount a tmpfs here (needs root); the full-disk crash test did not run");
+        require::require_or_skip(
+            "cannot mount a tmpfs here: the full-disk crash test did not run",
+            "run as root; scripts/test in CI does",
+        );
         return;
     };
     let state_dir = fs.0.join("energy");

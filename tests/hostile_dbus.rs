@@ -13,16 +13,15 @@ mod rig;
 
 use dbus::arg::{RefArg, Variant};
 use dbus::blocking::Connection;
-use pzem::Model;
-use pzem::sim::{Pacing, SimBus, SimMeter, SimServer};
 use rig::*;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 const PZEM_DBUS: &str = env!("CARGO_BIN_EXE_pzem-dbus");
 const PZEM_ENERGY: &str = env!("CARGO_BIN_EXE_pzem-energy");
-const OWN: &str = "com.victronenergy.pzem_energy.flows";
 const BUSITEM: &str = "com.victronenergy.BusItem";
+/// The error the client library gives when no answer came within the call's timeout.
+const NO_REPLY: &str = "org.freedesktop.DBus.Error.NoReply";
 const SECOND: Duration = Duration::from_secs(1);
 
 /// Every hostile SetValue argument list, with a name.
@@ -70,6 +69,13 @@ fn call(
     }
 }
 
+/// Panics when the call `what` to `service` `path` went unanswered (timed out).
+fn answered(r: &Result<Option<i32>, String>, service: &str, path: &str, what: &str) {
+    if let Err(name) = r {
+        assert_ne!(name, NO_REPLY, "{service} {path}: {what} was not answered");
+    }
+}
+
 /// Attacks every path of `service`; returns the number of calls made. Panics when a
 /// read-only path takes a write or a call goes unanswered.
 fn attack(rig: &mut Rig, service: &str) -> usize {
@@ -83,10 +89,13 @@ fn attack(rig: &mut Rig, service: &str) -> usize {
         for (what, args) in hostile_values() {
             let r = call(&conn, service, path, BUSITEM, "SetValue", &args);
             calls += 1;
-            // Refused: a non-zero code, or an error. Only a writable path's well-typed
-            // write may be taken, and none of these is well typed for a writable path.
-            if let Ok(Some(0)) = r {
-                panic!("{service} {path}: SetValue({what}) was accepted");
+            // Refused: a non-zero code, or a D-Bus error. Only a writable path's well-typed
+            // write may be taken, and none of these is well typed for a writable path. A
+            // reply without an i32 and a timeout (NoReply) are failures too.
+            match &r {
+                Ok(Some(code)) => assert_ne!(*code, 0, "{service} {path}: SetValue({what}) was accepted"),
+                Ok(None) => panic!("{service} {path}: SetValue({what}) answered without an i32 code"),
+                Err(name) => assert_ne!(name, NO_REPLY, "{service} {path}: SetValue({what}) was not answered"),
             }
             if !known {
                 assert!(
@@ -97,10 +106,11 @@ fn attack(rig: &mut Rig, service: &str) -> usize {
         }
         let junk: Vec<Box<dyn RefArg>> = vec![Box::new("x".repeat(1 << 16)), Box::new(7i32)];
         for member in ["GetValue", "GetText", "GetItems", "GetMin", "NoSuchMethod"] {
-            let _ = call(&conn, service, path, BUSITEM, member, &junk);
+            let r = call(&conn, service, path, BUSITEM, member, &junk);
+            answered(&r, service, path, member);
             calls += 1;
         }
-        let _ = call(
+        let r = call(
             &conn,
             service,
             path,
@@ -108,7 +118,8 @@ fn attack(rig: &mut Rig, service: &str) -> usize {
             "SetValue",
             &[Box::new(Variant(1i32))],
         );
-        let _ = call(
+        answered(&r, service, path, "org.example.Nope.SetValue");
+        let r = call(
             &conn,
             service,
             path,
@@ -116,6 +127,7 @@ fn attack(rig: &mut Rig, service: &str) -> usize {
             "Introspect",
             &junk,
         );
+        answered(&r, service, path, "Introspect");
         calls += 2;
     }
     calls
@@ -123,64 +135,26 @@ fn attack(rig: &mut Rig, service: &str) -> usize {
 
 #[test]
 fn malformed_calls_to_every_path_of_every_service_are_refused() {
-    let meters = vec![
-        SimMeter::new(Model::Pzem016, 1),
-        SimMeter::new(Model::Pzem016, 2),
-        SimMeter::new(Model::Pzem017, 3),
-    ];
-    let sim = SimServer::pty(SimBus::new(meters, 41), Pacing::NONE).unwrap();
+    let sim = three_meter_pty(41);
     let tty = sim.path().unwrap().to_owned();
     let mut rig = Rig::new(true);
-    let args = rig.args(&["-d", &tty], &["1:016:grid", "2:016:acload", "3:017:dcsource"], &[]);
+    let args = rig.args(&["-d", &tty], &THREE_METERS, &[]);
     let mut dbus_p = rig.start(PZEM_DBUS, "pzem-dbus", &args);
-    let services = [
-        service_name("grid", &tty, 1),
-        service_name("acload", &tty, 2),
-        service_name("dcsource", &tty, 3),
-    ];
+    let services = three_meter_services(&tty);
     for s in &services {
         rig.monitor.wait_connected(s, 10 * SECOND);
     }
-    let state = rig.dir.path().join("flows.state");
-    let energy_args: Vec<String> = [
-        "--dbus",
-        rig.bus.address(),
-        "--ac-in",
-        &services[0],
-        "--ac-out",
-        &services[1],
-        "--publish",
-        "own",
-        "--state",
-        state.to_str().unwrap(),
-        "--settings-wait",
-        "2",
-        "-c",
-        "/dev/null",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let mut energy_p = rig.start(PZEM_ENERGY, "pzem-energy", &energy_args);
-    let deadline = Instant::now() + 15 * SECOND;
-    while !rig.monitor.view.contains_key(OWN) {
-        assert!(
-            Instant::now() < deadline,
-            "pzem-energy did not appear\n{}",
-            energy_p.log_text()
-        );
-        rig.monitor.pump(SECOND / 10);
-    }
+    let mut energy_p = rig.start_energy(PZEM_ENERGY, &services[0], &services[1], &[]);
     let t0 = Instant::now();
     let mut calls = 0;
-    for s in services.iter().map(String::as_str).chain([OWN]) {
+    for s in services.iter().map(String::as_str).chain([ENERGY_OWN]) {
         calls += attack(&mut rig, s);
         rig.monitor.pump_for(Duration::from_millis(100));
     }
     // Both still running, answering, and the meters still published.
     assert_eq!(dbus_p.try_exit(), None, "{}", dbus_p.log_text());
     assert_eq!(energy_p.try_exit(), None, "{}", energy_p.log_text());
-    for s in services.iter().map(String::as_str).chain([OWN]) {
+    for s in services.iter().map(String::as_str).chain([ENERGY_OWN]) {
         let items = rig.monitor.client.get_items(s).unwrap();
         assert!(!items.is_empty(), "{s} answers GetItems");
     }

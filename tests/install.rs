@@ -15,6 +15,8 @@
 //! unless asked, as it builds two cross targets) scripts/package from a fresh clone.
 #![cfg(all(feature = "serial", feature = "dbus", feature = "cli"))]
 
+#[path = "support/require.rs"]
+mod require;
 #[path = "support/rig.rs"]
 mod rig;
 
@@ -172,7 +174,10 @@ impl Gx {
             }
             gx.busybox = true;
         } else {
-            eprintln!("busybox is not installed: the scripts run under the host's sh and tools");
+            require::require_or_skip(
+                "busybox is not installed: the GX scripts run under the host's sh and tools, not as on Venus",
+                "install with: apt-get install busybox",
+            );
         }
         gx
     }
@@ -606,6 +611,22 @@ fn install_reinstall_firmware_update_uninstall_on_a_scratch_gx() {
     );
     assert_same(&installed, &restored, "after the firmware update and rc.local");
 
+    // 3b. The same boot with reapply.sh under busybox's sh and applets, as on Venus (the
+    // rc.local above starts it through its #!/bin/sh, which is the host's shell here).
+    firmware_update(&root);
+    ok(
+        gx.sh(&pv.join("reapply.sh"), &["--boot", "--root", &r]),
+        "reapply.sh --boot",
+    );
+    let log = read(&pv.join("reapply.log"));
+    assert!(log.contains("pzem-venus: done") && log.contains("read-only"), "{log}");
+    let restored = without(snapshot(&root, false), &["data/pzem-venus/reapply.log", "remount.log"]);
+    assert_same(
+        &installed,
+        &restored,
+        "after a second firmware update and reapply.sh --boot",
+    );
+
     // 4. uninstall, with what the running system would have added: serial-starter's
     // instance of the template and its link, and the logs.
     fs::create_dir_all(root.join("var/volatile/services/pzem-dbus.ttyUSB0/log")).unwrap();
@@ -917,7 +938,10 @@ fn the_log_script_keeps_tai64n_lines_in_var_log() {
         .output()
         .is_err()
     {
-        eprintln!("multilog is not installed (Debian: daemontools); skipped");
+        require::require_or_skip(
+            "multilog is not installed: the log script test did not run",
+            "install with: apt-get install daemontools",
+        );
         return;
     }
     let gx = Gx::new("log", true);
@@ -968,6 +992,17 @@ fn deploy_checks_its_arguments_and_prints_its_commands() {
     let out = run(&["--dry-run", "--bundle", "/x/foo.tar.gz", "gx"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out).contains("not a pzem-venus bundle"), "{}", text(&out));
+    // The name goes into the GX's shell: anything but a bundle name is refused.
+    for bad in [
+        "/x/pzem-venus-0.1;reboot-armv7.tar.gz",
+        "/x/pzem-venus-$(reboot)-armv7.tar.gz",
+        "/x/pzem-venus-0.1.0 x-armv7.tar.gz",
+        "/x/pzem-venus-0.1.0-mips.tar.gz",
+    ] {
+        let out = run(&["--dry-run", "--bundle", bad, "gx"]);
+        assert_eq!(out.status.code(), Some(1), "{bad}: {}", text(&out));
+        assert!(text(&out).contains("not a pzem-venus bundle"), "{bad}: {}", text(&out));
+    }
 
     let out = run(&["--dry-run", "--bundle", "/x/pzem-venus-0.1.0-armv7.tar.gz", "gx.local"]);
     let t = ok(out, "deploy --dry-run");

@@ -22,16 +22,14 @@
 #[path = "support/rig.rs"]
 mod rig;
 
-use pzem::Model;
 use pzem::dbus::{Event, Value};
-use pzem::sim::{Faults, Pacing, SimBus, SimMeter, SimServer};
+use pzem::sim::Faults;
 use rig::*;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 const PZEM_DBUS: &str = env!("CARGO_BIN_EXE_pzem-dbus");
 const PZEM_ENERGY: &str = env!("CARGO_BIN_EXE_pzem-energy");
-const OWN: &str = "com.victronenergy.pzem_energy.flows";
 const SECOND: Duration = Duration::from_secs(1);
 /// Poll interval and reply timeout of pzem-dbus (ms).
 const INTERVAL_MS: u64 = 200;
@@ -65,14 +63,6 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-fn num(v: &Value) -> Option<f64> {
-    match v {
-        Value::Double(d) => Some(*d),
-        Value::Int(i) => Some(*i as f64),
-        _ => None,
-    }
-}
-
 fn median(v: &mut [f64]) -> f64 {
     if v.is_empty() {
         return f64::NAN;
@@ -96,64 +86,18 @@ fn soak_seconds() -> u64 {
 fn fault_soak() {
     let total = Duration::from_secs(soak_seconds());
     let phase_len = (total / CYCLE.len() as u32).clamp(5 * SECOND, 120 * SECOND);
-    let meters = vec![
-        SimMeter::new(Model::Pzem016, 1),
-        SimMeter::new(Model::Pzem016, 2),
-        SimMeter::new(Model::Pzem017, 3),
-    ];
-    let sim = SimServer::pty(SimBus::new(meters, 2026), Pacing::NONE).unwrap();
+    let sim = three_meter_pty(2026);
     let tty = sim.path().unwrap().to_owned();
     let mut rig = Rig::new(true);
-    let (grid, loads, dc) = (
-        service_name("grid", &tty, 1),
-        service_name("acload", &tty, 2),
-        service_name("dcsource", &tty, 3),
-    );
+    let [grid, loads, dc] = three_meter_services(&tty);
     let interval = INTERVAL_MS.to_string();
     let timeout = TIMEOUT_MS.to_string();
-    let args = rig.args(
-        &["-d", &tty],
-        &["1:016:grid", "2:016:acload", "3:017:dcsource"],
-        &["-i", &interval, "-t", &timeout],
-    );
+    let args = rig.args(&["-d", &tty], &THREE_METERS, &["-i", &interval, "-t", &timeout]);
     let mut dbus = rig.start(PZEM_DBUS, "pzem-dbus", &args);
     for s in [&grid, &loads, &dc] {
         rig.monitor.wait_connected(s, 10 * SECOND);
     }
-    let state = rig.dir.path().join("flows.state");
-    let energy_args: Vec<String> = [
-        "--dbus",
-        rig.bus.address(),
-        "--ac-in",
-        &grid,
-        "--ac-out",
-        &loads,
-        "--publish",
-        "own",
-        "--state",
-        state.to_str().unwrap(),
-        "--settle-ms",
-        "500",
-        "--save-ms",
-        "1000",
-        "--settings-wait",
-        "2",
-        "-c",
-        "/dev/null",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let mut energy = rig.start(PZEM_ENERGY, "pzem-energy", &energy_args);
-    let deadline = Instant::now() + 15 * SECOND;
-    while !rig.monitor.view.contains_key(OWN) {
-        assert!(
-            Instant::now() < deadline,
-            "pzem-energy did not appear\n{}",
-            energy.log_text()
-        );
-        rig.monitor.pump(SECOND / 10);
-    }
+    let mut energy = rig.start_energy(PZEM_ENERGY, &grid, &loads, &["--settle-ms", "500", "--save-ms", "1000"]);
     rig.monitor.pump_for(2 * SECOND);
     let rss_start = (rss_kib(dbus.pid()), rss_kib(energy.pid()));
     let requests_start = sim.bus().requests();
@@ -196,7 +140,7 @@ fn fault_soak() {
     let mut served: BTreeMap<(u8, &'static str), Vec<f64>> = BTreeMap::new();
     for s in bus.served() {
         for (path, v) in derived(&s.reading, "/History/EnergyOut", 0) {
-            served.entry((s.address, path)).or_default().push(num(&v).unwrap());
+            served.entry((s.address, path)).or_default().push(v.as_f64().unwrap());
         }
     }
     drop(bus);
@@ -233,7 +177,7 @@ fn fault_soak() {
         };
         for (path, v) in changes {
             if (path.contains("/Energy") || path.starts_with("/History/Energy"))
-                && let Some(x) = num(v)
+                && let Some(x) = v.as_f64()
             {
                 let key = format!("{service}{path}");
                 if let Some(was) = last_energy.get(&key)
@@ -250,7 +194,7 @@ fn fault_soak() {
         let mut measured = false;
         for (path, v) in changes {
             let measurement = path.starts_with("/Ac/") || path.starts_with("/Dc/") || path.starts_with("/History/");
-            let Some(x) = num(v).filter(|_| measurement && !v.is_invalid()) else {
+            let Some(x) = v.as_f64().filter(|_| measurement && !v.is_invalid()) else {
                 continue;
             };
             measured = true;
@@ -311,7 +255,7 @@ fn fault_soak() {
         "/Energy/InverterToAcOut",
     ]
     .iter()
-    .map(|p| format!("{:?}", rig.monitor.get(OWN, p).and_then(num)))
+    .map(|p| format!("{:?}", rig.monitor.get(ENERGY_OWN, p).and_then(Value::as_f64)))
     .collect();
     let (rec_med, rec_max) = (
         median(&mut recovery_ms.clone()),

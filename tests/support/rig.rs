@@ -7,7 +7,8 @@
 
 use pzem::dbus::testkit::{PrivateBus, SettingsDouble};
 use pzem::dbus::{BusClient, Event, Value, Waiter, Waker, Watchable};
-use pzem::{AcReading, DcReading, Reading};
+use pzem::sim::{Pacing, SimBus, SimMeter, SimServer};
+use pzem::{AcReading, DcReading, Model, Reading};
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -100,12 +101,24 @@ impl Proc {
         }
     }
 
-    /// SIGTERM, then the exit code (within 5 s).
-    pub fn terminate(&mut self) -> Option<i32> {
+    /// Sends `sig` to this child, unless it has already exited (then its PID may be reused
+    /// and nothing is sent).
+    pub fn signal(&mut self, sig: libc::c_int) {
         if self.try_exit().is_none() {
             // SAFETY: kill(2) on the PID of our own, not yet reaped, child.
-            unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+            unsafe { libc::kill(self.child.id() as libc::pid_t, sig) };
         }
+    }
+
+    /// SIGTERM, then the exit code (within 5 s).
+    pub fn terminate(&mut self) -> Option<i32> {
+        self.signal(libc::SIGTERM);
+        self.wait_exit(Duration::from_secs(5))
+    }
+
+    /// SIGKILL, then the exit code (within 5 s): 128 + 9 when the signal killed it.
+    pub fn kill9(&mut self) -> Option<i32> {
+        self.signal(libc::SIGKILL);
         self.wait_exit(Duration::from_secs(5))
     }
 
@@ -215,13 +228,25 @@ impl Monitor {
     }
 
     /// Pumps until `f` holds, or panics after `within` with `what`.
-    pub fn until(&mut self, within: Duration, what: &str, mut f: impl FnMut(&Monitor) -> bool) {
+    #[track_caller]
+    pub fn until(&mut self, within: Duration, what: &str, f: impl FnMut(&Monitor) -> bool) {
+        assert!(
+            self.try_until(within, f),
+            "timed out after {within:?} waiting for: {what}"
+        );
+    }
+
+    /// Pumps until `f` holds (true), or for at most `within` (false).
+    pub fn try_until(&mut self, within: Duration, mut f: impl FnMut(&Monitor) -> bool) -> bool {
         let deadline = Instant::now() + within;
         while !f(self) {
             let left = deadline.saturating_duration_since(Instant::now());
-            assert!(!left.is_zero(), "timed out after {within:?} waiting for: {what}");
+            if left.is_zero() {
+                return false;
+            }
             self.pump(left.min(Duration::from_millis(50)));
         }
+        true
     }
 
     /// Pumps for `d` (collecting signals).
@@ -256,13 +281,40 @@ impl Monitor {
     }
 }
 
+/// The name pzem-energy claims with `--publish own`.
+pub const ENERGY_OWN: &str = "com.victronenergy.pzem_energy.flows";
+
+/// The `-m` flags of the three-meter line of [`three_meter_pty`].
+pub const THREE_METERS: [&str; 3] = ["1:016:grid", "2:016:acload", "3:017:dcsource"];
+
+/// A simulated line on a pseudo-terminal, unpaced, with two PZEM-016 (addresses 1 and 2)
+/// and a PZEM-017 (address 3); `seed` drives the simulated values.
+pub fn three_meter_pty(seed: u64) -> SimServer {
+    let meters = vec![
+        SimMeter::new(Model::Pzem016, 1),
+        SimMeter::new(Model::Pzem016, 2),
+        SimMeter::new(Model::Pzem017, 3),
+    ];
+    SimServer::pty(SimBus::new(meters, seed), Pacing::NONE).unwrap()
+}
+
+/// The services of [`THREE_METERS`] on `tty`: grid, acload, dcsource.
+pub fn three_meter_services(tty: &str) -> [String; 3] {
+    [
+        service_name("grid", tty, 1),
+        service_name("acload", tty, 2),
+        service_name("dcsource", tty, 3),
+    ]
+}
+
 /// Service name of meter `addr` in `class` on the pty `path`: the base name of the
 /// path (`/dev/pts/7` → `7`), as the issue specifies, computed here independently.
 pub fn service_name(class: &str, tty: &str, addr: u8) -> String {
+    // rsplit always yields at least one piece (the whole string when there is no '/').
     let port: String = tty
         .rsplit('/')
         .next()
-        .unwrap_or(tty)
+        .unwrap()
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
         .collect();
@@ -405,5 +457,44 @@ impl Rig {
     /// Starts pzem-dbus with `args`; its output goes to `<dir>/<tag>.log`.
     pub fn start(&self, program: &str, tag: &str, args: &[String]) -> Proc {
         Proc::spawn(program, args, &self.dir.path().join(format!("{tag}.log")))
+    }
+
+    /// Starts pzem-energy (`program`) on this rig's bus with `--ac-in ac_in --ac-out
+    /// ac_out --publish own`, its state in `<dir>/flows.state`, a 2 s settings wait, no
+    /// config file, and `extra` flags; returns once [`ENERGY_OWN`] is on the bus, or
+    /// panics after 15 s with the process's log. Its output goes to `<dir>/pzem-energy.log`.
+    #[track_caller]
+    pub fn start_energy(&mut self, program: &str, ac_in: &str, ac_out: &str, extra: &[&str]) -> Proc {
+        let state = self.dir.path().join("flows.state");
+        let mut args: Vec<String> = [
+            "--dbus",
+            self.bus.address(),
+            "--ac-in",
+            ac_in,
+            "--ac-out",
+            ac_out,
+            "--publish",
+            "own",
+            "--state",
+            state.to_str().unwrap(),
+            "--settings-wait",
+            "2",
+            "-c",
+            "/dev/null",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut p = self.start(program, "pzem-energy", &args);
+        let within = Duration::from_secs(15);
+        if !self.monitor.try_until(within, |m| m.view.contains_key(ENERGY_OWN)) {
+            panic!(
+                "pzem-energy did not publish {ENERGY_OWN} within {within:?} (exit {:?})\n{}",
+                p.try_exit(),
+                p.log_text()
+            );
+        }
+        p
     }
 }
