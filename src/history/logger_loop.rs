@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::dbus::{Bus, BusClient, BusError, Event, Value, Watchable};
+use crate::dbus::{Bus, BusClient, BusError, Event, Watchable};
 use crate::poll_set::PollSet;
 
 use super::recorder::{Batch, Recorder};
@@ -66,15 +66,6 @@ pub fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
-/// The number a bus value stands for; `None` for the invalid marker and non-numbers.
-pub fn number(value: &Value) -> Option<f64> {
-    match value {
-        Value::Double(v) => Some(*v),
-        Value::Int(v) => Some(*v as f64),
-        _ => None,
-    }
 }
 
 /// The prefixes to subscribe with: the literal start of each pattern.
@@ -152,10 +143,10 @@ fn follow(
             let now = now_ms();
             match event {
                 Event::ItemsChanged { service, changes } => {
-                    recorder.handle_changes(now, &service, changes.iter().map(|(p, v)| (p.as_str(), number(v))));
+                    recorder.handle_changes(now, &service, changes.iter().map(|(p, v)| (p.as_str(), v.as_f64())));
                 }
                 Event::PropertiesChanged { service, path, value } => {
-                    recorder.handle_changes(now, &service, [(path.as_str(), number(&value))]);
+                    recorder.handle_changes(now, &service, [(path.as_str(), value.as_f64())]);
                 }
                 Event::NameOwnerChanged { name, new_owner, .. } => {
                     if !recorder.follows(&name) {
@@ -171,7 +162,14 @@ fn follow(
                 }
             }
         }
+        let dropped = recorder.dropped_intervals();
         recorder.handle_timeout(now_ms());
+        if recorder.dropped_intervals() > dropped {
+            log::warn!(
+                "the clock jumped: {} interval(s) left without samples (check the GX's time source)",
+                recorder.dropped_intervals() - dropped
+            );
+        }
         while let Some(batch) = recorder.poll_batch() {
             pending.push(batch);
         }
@@ -200,7 +198,7 @@ fn follow(
 fn items(client: &mut BusClient, recorder: &mut Recorder, service: &str) {
     match client.get_items(service) {
         Ok(items) => {
-            recorder.handle_items(now_ms(), service, items.iter().map(|(p, v)| (p.as_str(), number(v))));
+            recorder.handle_items(now_ms(), service, items.iter().map(|(p, v)| (p.as_str(), v.as_f64())));
         }
         Err(e) => log::warn!("{service}: GetItems failed: {e}"),
     }

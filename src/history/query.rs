@@ -254,7 +254,7 @@ fn energy_points(interval: i64, pieces: &[Piece], step: Step, offset: Offset, fr
             return;
         }
         let key = step.floor(inc.from, offset);
-        if inc.to > key + step_len(step, key, offset) {
+        if inc.to > key + step.seconds() {
             return; // straddles a step boundary
         }
         match out.last_mut() {
@@ -263,10 +263,6 @@ fn energy_points(interval: i64, pieces: &[Piece], step: Step, offset: Offset, fr
         }
     });
     out
-}
-
-fn step_len(step: Step, _start: i64, _offset: Offset) -> i64 {
-    step.seconds()
 }
 
 #[cfg(test)]

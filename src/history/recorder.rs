@@ -141,11 +141,6 @@ impl Recorder {
         self.patterns.iter().any(|p| p.matches(service))
     }
 
-    /// The patterns.
-    pub fn patterns(&self) -> &[Pattern] {
-        &self.patterns
-    }
-
     /// When the interval in progress ends (Unix ms): call [`Recorder::handle_timeout`] then.
     pub fn deadline(&self) -> i64 {
         self.start + self.interval_ms

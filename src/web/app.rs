@@ -39,18 +39,7 @@ const VEBUS_FLOWS: [(&str, &str); 3] = [
 ];
 
 fn json_string(out: &mut String, s: &str) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
+    crate::info::json_writer::escape_into(s, out);
 }
 
 fn json_error(status: u16, message: &str) -> Response {
