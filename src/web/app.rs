@@ -367,6 +367,6 @@ mod tests {
         assert_eq!(class_of("com.victronenergy.vebus.pzem_energy"), "vebus");
         let mut s = String::new();
         json_string(&mut s, "a\"b\\\n");
-        assert_eq!(s, r#""a\"b\\\u000a""#);
+        assert_eq!(s, r#""a\"b\\\n""#);
     }
 }
