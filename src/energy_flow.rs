@@ -506,27 +506,19 @@ impl Default for FlowConfig {
 
 impl FlowConfig {
     /// The largest counter increase, Wh, that is plausible after `elapsed`:
-    /// [`FlowConfig::max_power_w`] for all of that time (rounded up to a
-    /// whole Wh), plus [`FlowConfig::backwards_tolerance_wh`] (a coarse
-    /// source moves in steps of that size) and
-    /// [`crate::energy::PLAUSIBILITY_MARGIN_WH`] (whole-Wh counters and
-    /// reading times). Saturates instead of overflowing.
+    /// [`crate::energy::max_increase_for_power_wh`] at [`FlowConfig::max_power_w`]
+    /// (whole Wh, with [`crate::energy::PLAUSIBILITY_MARGIN_WH`]), plus
+    /// [`FlowConfig::backwards_tolerance_wh`] (a coarse source moves in steps of that
+    /// size). Saturates instead of overflowing.
     ///
     /// ```
     /// use std::time::Duration;
     /// use pzem::energy_flow::FlowConfig;
-    /// // 20 kW for a minute: 333.3 Wh, rounded up, plus 10 + 2.
+    /// // 20 kW for a minute: 333.3 Wh, rounded up, plus 2 + 10.
     /// assert_eq!(FlowConfig::default().max_increase_wh(Duration::from_secs(60)), 346);
     /// ```
     pub fn max_increase_wh(&self, elapsed: Duration) -> u64 {
-        const NANOS_PER_HOUR: u128 = 3_600 * 1_000_000_000;
-        let wh = u128::from(self.max_power_w)
-            .checked_mul(elapsed.as_nanos())
-            .map_or(u128::MAX, |e| e.div_ceil(NANOS_PER_HOUR));
-        u64::try_from(wh)
-            .unwrap_or(u64::MAX)
-            .saturating_add(self.backwards_tolerance_wh)
-            .saturating_add(crate::energy::PLAUSIBILITY_MARGIN_WH)
+        crate::energy::max_increase_for_power_wh(self.max_power_w, elapsed).saturating_add(self.backwards_tolerance_wh)
     }
 }
 
