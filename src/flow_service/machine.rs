@@ -992,8 +992,7 @@ impl FlowService {
             match out {
                 Output::Event(e) if e.is_warning() => log::warn!("{e}"),
                 Output::Event(e) => log::info!("{e}"),
-                // Published once saved (see handle_saved).
-                Output::Publish(_) => {}
+                // Its flows are published once it is on disk (see handle_saved).
                 Output::Save(state) => self.commands.push_back(Command::Save(state)),
             }
         }
