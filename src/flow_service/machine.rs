@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 
 use crate::dbus::{Followed, SET_REJECTED, Value, WriteOutcome};
 use crate::energy_flow::{FlowConfig, FlowState, FlowTracker, Flows, Output, Source};
+use crate::venus::settings::parse_class_text;
 
 /// `/Mgmt/ProcessName`.
 pub const PROCESS_NAME: &str = "pzem-energy";
@@ -200,12 +201,6 @@ pub enum SettingChange {
     ClassAndVrmInstance(String),
     /// `CustomName` now holds this text.
     CustomName(String),
-}
-
-/// Parse `<class>:<instance>`.
-pub fn parse_class_and_instance(text: &str) -> Option<(&str, i32)> {
-    let (class, n) = text.split_once(':')?;
-    Some((class.trim(), n.trim().parse().ok()?))
 }
 
 /// What the loop around the machine must do.
@@ -864,7 +859,7 @@ impl FlowService {
         match change {
             SettingChange::ClassAndVrmInstance(text) => {
                 let class = self.config.publish.class();
-                match parse_class_and_instance(&text) {
+                match parse_class_text(&text) {
                     Some((c, n)) if c == class && n == current.instance => {}
                     Some((c, n)) if c == class && !self.too_low(n) => {
                         log::info!(
@@ -1629,8 +1624,6 @@ mod tests {
         let mut m = FlowService::new(config(PublishMode::Own, Some(BATTERY)), state, t0, Some(60 * S), true);
         let cmds = drain(&mut m);
         assert!(cmds.contains(&Command::Save(state)), "{cmds:?}");
-        assert!(parse_class_and_instance("vebus: 12") == Some(("vebus", 12)));
-        assert_eq!(parse_class_and_instance("vebus"), None);
         assert_eq!("own".parse::<PublishMode>(), Ok(PublishMode::Own));
     }
 }
