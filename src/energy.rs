@@ -10,8 +10,9 @@
 //! The state is small ([`EnergyState`]) and has a one-line text format for
 //! persistence ([`EnergyState::to_line`], [`EnergyState::parse`]).
 //!
-//! What counts as plausible is [`max_plausible_increase_wh`], the one bound
-//! every caller uses (the service's jump check, pzem-info's check after a reset).
+//! What counts as plausible is [`max_increase_for_power_wh`], the one power × time
+//! bound: [`max_plausible_increase_wh`] applies it to a meter family (the service's jump
+//! check, pzem-info's check after a reset), the flow tracker to its configured power.
 
 use std::fmt;
 use std::time::Duration;
@@ -30,11 +31,33 @@ use crate::model::Family;
 /// real loads draw for long, which covers the rest.)
 pub const PLAUSIBILITY_MARGIN_WH: u64 = 2;
 
-/// The largest increase of a meter's energy counter, Wh, that is plausible after
-/// `elapsed`: the family's maximum power ([`Family::max_power_w`]) for all of that time,
-/// rounded up to a whole Wh, plus [`PLAUSIBILITY_MARGIN_WH`].
+/// The largest increase of an energy counter, Wh, that is plausible after `elapsed` at
+/// up to `power_w`: that power for all of that time, rounded up to a whole Wh, plus
+/// [`PLAUSIBILITY_MARGIN_WH`]. The one power × time bound; [`max_plausible_increase_wh`]
+/// and the flow tracker's bound are built on it.
 ///
 /// Integer arithmetic (nanoseconds), no overflow: it saturates at `u64::MAX`.
+///
+/// ```
+/// use std::time::Duration;
+/// use pzem::energy::max_increase_for_power_wh;
+/// // 3.6 kW for one second: 1 Wh, plus the margin.
+/// assert_eq!(max_increase_for_power_wh(3_600, Duration::from_secs(1)), 3);
+/// assert_eq!(max_increase_for_power_wh(u64::MAX, Duration::MAX), u64::MAX);
+/// ```
+pub fn max_increase_for_power_wh(power_w: u64, elapsed: Duration) -> u64 {
+    const NANOS_PER_HOUR: u128 = 3_600 * 1_000_000_000;
+    let max_wh = u128::from(power_w)
+        .checked_mul(elapsed.as_nanos())
+        .map_or(u128::MAX, |e| e.div_ceil(NANOS_PER_HOUR));
+    u64::try_from(max_wh)
+        .unwrap_or(u64::MAX)
+        .saturating_add(PLAUSIBILITY_MARGIN_WH)
+}
+
+/// The largest increase of a meter's energy counter, Wh, that is plausible after
+/// `elapsed`: [`max_increase_for_power_wh`] at the family's maximum power
+/// ([`Family::max_power_w`]).
 ///
 /// ```
 /// use std::time::Duration;
@@ -44,11 +67,7 @@ pub const PLAUSIBILITY_MARGIN_WH: u64 = 2;
 /// assert_eq!(max_plausible_increase_wh(Family::Dc, Duration::from_secs(1)), 27);
 /// ```
 pub fn max_plausible_increase_wh(family: Family, elapsed: Duration) -> u64 {
-    const NANOS_PER_HOUR: u128 = 3_600 * 1_000_000_000;
-    let max_wh = (u128::from(family.max_power_w()) * elapsed.as_nanos()).div_ceil(NANOS_PER_HOUR);
-    u64::try_from(max_wh)
-        .unwrap_or(u64::MAX)
-        .saturating_add(PLAUSIBILITY_MARGIN_WH)
+    max_increase_for_power_wh(u64::from(family.max_power_w()), elapsed)
 }
 
 /// What must survive a restart: the offset and the last raw counter seen.

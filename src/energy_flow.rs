@@ -506,27 +506,19 @@ impl Default for FlowConfig {
 
 impl FlowConfig {
     /// The largest counter increase, Wh, that is plausible after `elapsed`:
-    /// [`FlowConfig::max_power_w`] for all of that time (rounded up to a
-    /// whole Wh), plus [`FlowConfig::backwards_tolerance_wh`] (a coarse
-    /// source moves in steps of that size) and
-    /// [`crate::energy::PLAUSIBILITY_MARGIN_WH`] (whole-Wh counters and
-    /// reading times). Saturates instead of overflowing.
+    /// [`crate::energy::max_increase_for_power_wh`] at [`FlowConfig::max_power_w`]
+    /// (whole Wh, with [`crate::energy::PLAUSIBILITY_MARGIN_WH`]), plus
+    /// [`FlowConfig::backwards_tolerance_wh`] (a coarse source moves in steps of that
+    /// size). Saturates instead of overflowing.
     ///
     /// ```
     /// use std::time::Duration;
     /// use pzem::energy_flow::FlowConfig;
-    /// // 20 kW for a minute: 333.3 Wh, rounded up, plus 10 + 2.
+    /// // 20 kW for a minute: 333.3 Wh, rounded up, plus 2 + 10.
     /// assert_eq!(FlowConfig::default().max_increase_wh(Duration::from_secs(60)), 346);
     /// ```
     pub fn max_increase_wh(&self, elapsed: Duration) -> u64 {
-        const NANOS_PER_HOUR: u128 = 3_600 * 1_000_000_000;
-        let wh = u128::from(self.max_power_w)
-            .checked_mul(elapsed.as_nanos())
-            .map_or(u128::MAX, |e| e.div_ceil(NANOS_PER_HOUR));
-        u64::try_from(wh)
-            .unwrap_or(u64::MAX)
-            .saturating_add(self.backwards_tolerance_wh)
-            .saturating_add(crate::energy::PLAUSIBILITY_MARGIN_WH)
+        crate::energy::max_increase_for_power_wh(self.max_power_w, elapsed).saturating_add(self.backwards_tolerance_wh)
     }
 }
 
@@ -691,10 +683,6 @@ impl fmt::Display for FlowEvent {
 pub enum Output {
     /// Log this.
     Event(FlowEvent),
-    /// A step booked energy: these are the totals now (kWh with
-    /// [`Flows::kwh`]). See the module documentation on publishing only
-    /// saved flows.
-    Publish(Flows),
     /// Save this state (e.g. `state_file::save(path, &state.to_line())`,
     /// stamping [`FlowState::saved_at_unix_s`] first); call
     /// [`FlowTracker::save_failed`] if that fails.
@@ -758,7 +746,6 @@ pub struct FlowTracker {
     changed_since: Option<Instant>,
     /// When the state first changed after the last save.
     dirty_since: Option<Instant>,
-    publish: bool,
     save: bool,
     events: VecDeque<FlowEvent>,
 }
@@ -786,7 +773,6 @@ impl FlowTracker {
             tracks: [track(a), track(b), track(c)],
             changed_since: None,
             dirty_since: None,
-            publish: false,
             save: false,
             // Room for a burst of events, so the steady state never allocates.
             events: VecDeque::with_capacity(16),
@@ -1025,14 +1011,13 @@ impl FlowTracker {
         self.dirty_since.get_or_insert(now);
     }
 
-    /// The next thing to do: events first (in order), then the flows to
-    /// publish, then the state to save. `None` when there is nothing.
+    /// The next thing to do: events first (in order), then the state to
+    /// save. `None` when there is nothing. The flows to publish are those of
+    /// each [`Output::Save`] once it is on disk (see the module
+    /// documentation); [`FlowTracker::flows`] are the totals booked so far.
     pub fn poll(&mut self) -> Option<Output> {
         if let Some(event) = self.events.pop_front() {
             return Some(Output::Event(event));
-        }
-        if std::mem::take(&mut self.publish) {
-            return Some(Output::Publish(self.state.flows));
         }
         if std::mem::take(&mut self.save) {
             return Some(Output::Save(self.state));
@@ -1052,9 +1037,6 @@ impl FlowTracker {
         self.state.battery_wh = self.tracks[2].high;
         for t in &mut self.tracks {
             t.pending = 0;
-        }
-        if self.state.flows != before.flows {
-            self.publish = true;
         }
         if self.state != before {
             self.dirty_since.get_or_insert(now);
@@ -1099,13 +1081,6 @@ mod tests {
             .collect()
     }
 
-    fn published(outputs: &[Output]) -> Option<Flows> {
-        outputs.iter().rev().find_map(|o| match o {
-            Output::Publish(f) => Some(*f),
-            _ => None,
-        })
-    }
-
     /// A tracker that has seen all three counters at `in_kwh`, `out_kwh`,
     /// `dis_kwh` and booked and saved them (nothing pending or due).
     fn primed(t0: Instant, in_kwh: f64, out_kwh: f64, dis_kwh: f64) -> FlowTracker {
@@ -1115,19 +1090,22 @@ mod tests {
         t.reading(t0, Source::Battery, Some(dis_kwh));
         t.flush(t0);
         let out = drain(&mut t);
-        assert_eq!(published(&out), None, "baselines book nothing");
+        assert_eq!(t.flows(), Flows::default(), "baselines book nothing");
         assert!(matches!(out.last(), Some(Output::Save(_))));
         assert_eq!(t.poll_timeout(), None);
         t
     }
 
-    /// Feed one cycle of readings and book it; the flows published.
+    /// Feed one cycle of readings and book it; the flows then, if the cycle
+    /// changed them.
     fn cycle(t: &mut FlowTracker, now: Instant, readings: [Option<f64>; 3]) -> Option<Flows> {
+        let before = t.flows();
         for (source, kwh) in Source::ALL.into_iter().zip(readings) {
             t.reading(now, source, kwh);
         }
         t.handle_timeout(now + 2 * S);
-        published(&drain(t))
+        drain(t);
+        (t.flows() != before).then(|| t.flows())
     }
 
     // The pure rule, hand-computed.
@@ -1210,7 +1188,8 @@ mod tests {
         assert_eq!(drain(&mut t), vec![]);
         t.handle_timeout(t1 + 2 * S);
         // Grid charging: 500 Wh in, 100 Wh out, no discharge.
-        assert_eq!(drain(&mut t), vec![Output::Publish(flows(100, 400, 0))]);
+        assert_eq!(drain(&mut t), vec![]);
+        assert_eq!(t.flows(), flows(100, 400, 0));
         assert_eq!(t.poll_timeout(), Some(t1 + 62 * S), "saved within a minute");
         t.handle_timeout(t1 + 62 * S);
         let saved = FlowState {
@@ -1399,7 +1378,8 @@ mod tests {
             }]
         );
         t.handle_timeout(t0 + 9 * M + 2 * S);
-        assert_eq!(drain(&mut t), vec![Output::Publish(flows(0, 0, 500))]);
+        assert_eq!(drain(&mut t), vec![]);
+        assert_eq!(t.flows(), flows(0, 0, 500));
     }
 
     #[test]
@@ -1425,7 +1405,8 @@ mod tests {
         assert!(events(&drain(&mut t)).is_empty(), "saved counters, no baselines");
         t.handle_timeout(t1 + 2 * S);
         // p = 1500 - 500 = 1000; 1000 Wh into the battery, 500 Wh from it.
-        assert_eq!(drain(&mut t), vec![Output::Publish(flows(1_100, 1_000, 500))]);
+        assert_eq!(drain(&mut t), vec![]);
+        assert_eq!(t.flows(), flows(1_100, 1_000, 500));
     }
 
     #[test]
@@ -1442,10 +1423,7 @@ mod tests {
             battery_wh: Some(1_000),
             saved_at_unix_s: None,
         };
-        assert_eq!(
-            drain(&mut t),
-            vec![Output::Publish(expected.flows), Output::Save(expected)]
-        );
+        assert_eq!(drain(&mut t), vec![Output::Save(expected)]);
         assert_eq!(t.poll_timeout(), None);
         // Nothing pending: still asks to save.
         t.flush(t0 + 11 * M);
@@ -1502,7 +1480,8 @@ mod tests {
         t.reading(t1, Source::AcOut, Some(0.1));
         // The driver woke late: the next reading arrives after the deadline.
         t.reading(t1 + 5 * S, Source::AcOut, Some(0.101));
-        assert_eq!(drain(&mut t), vec![Output::Publish(flows(0, 0, 100))]);
+        assert_eq!(drain(&mut t), vec![]);
+        assert_eq!(t.flows(), flows(0, 0, 100));
         assert_eq!(t.poll_timeout(), Some(t1 + 7 * S));
     }
 
@@ -1657,7 +1636,8 @@ mod tests {
             }]
         );
         t.handle_timeout(t1 + 3 * S);
-        assert_eq!(drain(&mut t), vec![Output::Publish(flows(0, 0, 50))]);
+        assert_eq!(drain(&mut t), vec![]);
+        assert_eq!(t.flows(), flows(0, 0, 50));
         assert!(
             FlowEvent::JumpDropped {
                 source: Source::AcOut,
@@ -1698,7 +1678,8 @@ mod tests {
             }]
         );
         t.handle_timeout(t0 + 60 * M + 2 * S);
-        assert_eq!(published(&drain(&mut t)), Some(flows(0, 100, 0)));
+        drain(&mut t);
+        assert_eq!(t.flows(), flows(0, 100, 0));
     }
 
     /// A saved state as `restart_…` tests load it.
@@ -1739,7 +1720,8 @@ mod tests {
         );
         t.handle_timeout(t0 + 2 * S);
         // dIn 1500, dOut 0 (held), dDis 200: all of the input into the battery.
-        assert_eq!(drain(&mut t), vec![Output::Publish(flows(1, 1_502, 3))]);
+        assert_eq!(drain(&mut t), vec![]);
+        assert_eq!(t.flows(), flows(1, 1_502, 3));
     }
 
     #[test]
@@ -1757,7 +1739,8 @@ mod tests {
             }]
         );
         t.handle_timeout(t0 + 2 * S);
-        assert_eq!(drain(&mut t), vec![Output::Publish(flows(1, 2, 40_003))]);
+        assert_eq!(drain(&mut t), vec![]);
+        assert_eq!(t.flows(), flows(1, 2, 40_003));
         // Once read, the counters are bounded as usual.
         t.reading(t0 + 3 * S, Source::AcOut, Some(70.0));
         assert!(matches!(

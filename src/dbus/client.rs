@@ -82,6 +82,47 @@ pub struct BusClient {
     prefixes: Vec<String>,
 }
 
+/// The match rules that deliver one service's `ItemsChanged` and `PropertiesChanged`
+/// (with the well-known name as `sender`, which the daemon resolves to the current owner)
+/// and its `NameOwnerChanged`. Shared by [`BusClient::subscribe_service`] and
+/// [`super::Follower::follow`].
+pub(crate) fn service_rules(name: &str) -> [String; 3] {
+    [
+        format!("type='signal',sender='{name}',interface='{BUSITEM}',member='ItemsChanged'"),
+        format!("type='signal',sender='{name}',interface='{BUSITEM}',member='PropertiesChanged'"),
+        format!(
+            "type='signal',sender='org.freedesktop.DBus',interface='org.freedesktop.DBus',\
+             member='NameOwnerChanged',arg0='{name}'"
+        ),
+    ]
+}
+
+/// `AddMatch` of `rule` on the bus daemon.
+pub(crate) fn add_match(conn: &mut Conn, rule: &str, timeout: Duration) -> Result<(), BusError> {
+    conn.call(Conn::daemon_call("AddMatch").append1(rule), timeout)
+        .map(drop)
+}
+
+/// `RemoveMatch` of `rule` on the bus daemon.
+pub(crate) fn remove_match(conn: &mut Conn, rule: &str, timeout: Duration) -> Result<(), BusError> {
+    conn.call(Conn::daemon_call("RemoveMatch").append1(rule), timeout)
+        .map(drop)
+}
+
+/// The unique name owning `name`, asked of the bus daemon; `None` when nobody does. The
+/// name is not checked here.
+pub(crate) fn ask_owner(conn: &mut Conn, name: &str, timeout: Duration) -> Result<Option<String>, BusError> {
+    let msg = Conn::daemon_call("GetNameOwner").append1(name);
+    match conn.call(msg, timeout) {
+        Ok(reply) => reply
+            .read1::<String>()
+            .map(Some)
+            .map_err(|e| BusError::BadReply(format!("GetNameOwner: {e}"))),
+        Err(e) if e.dbus_name() == Some("org.freedesktop.DBus.Error.NameHasNoOwner") => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 impl BusClient {
     /// Connects to `bus`.
     pub fn new(bus: &Bus) -> Result<BusClient, BusError> {
@@ -117,15 +158,7 @@ impl BusClient {
     /// The unique name owning `name`, or `None` when nobody does.
     pub fn name_owner(&mut self, name: &str) -> Result<Option<String>, BusError> {
         super::conn::check_bus_name(name)?;
-        let msg = Conn::daemon_call("GetNameOwner").append1(name);
-        match self.conn.call(msg, self.timeout) {
-            Ok(reply) => reply
-                .read1::<String>()
-                .map(Some)
-                .map_err(|e| BusError::BadReply(format!("GetNameOwner: {e}"))),
-            Err(e) if e.dbus_name() == Some("org.freedesktop.DBus.Error.NameHasNoOwner") => Ok(None),
-            Err(e) => Err(e),
-        }
+        ask_owner(&mut self.conn, name, self.timeout)
     }
 
     /// Waits until `name` has an owner, polling every 50 ms, for at most `timeout`
@@ -226,8 +259,7 @@ impl BusClient {
             "type='signal',sender='org.freedesktop.DBus',interface='org.freedesktop.DBus',member='NameOwnerChanged',arg0namespace='com.victronenergy'".to_owned(),
         ];
         for rule in &rules {
-            let msg = Conn::daemon_call("AddMatch").append1(rule.as_str());
-            self.conn.call(msg, self.timeout)?;
+            add_match(&mut self.conn, rule, self.timeout)?;
         }
         for name in self.list_services()? {
             if self.follows(&name)
@@ -247,16 +279,8 @@ impl BusClient {
     pub fn subscribe_service(&mut self, name: &str) -> Result<(), BusError> {
         super::conn::check_bus_name(name)?;
         self.prefixes = vec![name.to_owned()];
-        let rules = [
-            format!("type='signal',sender='{name}',interface='{BUSITEM}',member='ItemsChanged'"),
-            format!("type='signal',sender='{name}',interface='{BUSITEM}',member='PropertiesChanged'"),
-            format!(
-                "type='signal',sender='org.freedesktop.DBus',interface='org.freedesktop.DBus',member='NameOwnerChanged',arg0='{name}'"
-            ),
-        ];
-        for rule in &rules {
-            let msg = Conn::daemon_call("AddMatch").append1(rule.as_str());
-            self.conn.call(msg, self.timeout)?;
+        for rule in service_rules(name) {
+            add_match(&mut self.conn, &rule, self.timeout)?;
         }
         if let Some(owner) = self.name_owner(name)? {
             self.owners.insert(owner, name.to_owned());

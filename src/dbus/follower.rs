@@ -24,7 +24,9 @@
 //! A read that never gets an answer (a hung peer) produces no event; the caller bounds its
 //! wait with a timeout of its own and reads again.
 
-use super::client::{read_busitem_value, read_items, read_value_dict};
+use super::client::{
+    add_match, ask_owner, read_busitem_value, read_items, read_value_dict, remove_match, service_rules,
+};
 use super::conn::{Bus, Conn, DEFAULT_TIMEOUT, check_bus_name, error_reply, errors};
 use super::error::BusError;
 use super::value::Value;
@@ -33,7 +35,7 @@ use super::wire::{BUSITEM, BUSITEM_IFACE};
 use dbus::Message;
 use dbus::arg::ArgType;
 use dbus::channel::Watch;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::Duration;
 
 /// What happened to a followed service.
@@ -99,7 +101,7 @@ pub struct Follower {
     conn: Conn,
     timeout: Duration,
     /// Followed services.
-    followed: BTreeMap<String, ()>,
+    followed: BTreeSet<String>,
     /// Namespaces whose names' comings and goings are reported.
     namespaces: Vec<String>,
     /// Well-known name → unique name of its owner, for every name reported as there.
@@ -118,7 +120,7 @@ impl Follower {
         Ok(Follower {
             conn: Conn::open(bus)?,
             timeout: DEFAULT_TIMEOUT,
-            followed: BTreeMap::new(),
+            followed: BTreeSet::new(),
             namespaces: Vec::new(),
             owners: BTreeMap::new(),
             reads: HashMap::new(),
@@ -128,37 +130,16 @@ impl Follower {
     }
 
     fn add_match(&mut self, rule: &str) -> Result<(), BusError> {
-        let msg = Conn::daemon_call("AddMatch").append1(rule);
-        self.conn.call(msg, self.timeout).map(drop)
+        add_match(&mut self.conn, rule, self.timeout)
     }
 
     fn remove_match(&mut self, rule: &str) -> Result<(), BusError> {
-        let msg = Conn::daemon_call("RemoveMatch").append1(rule);
-        self.conn.call(msg, self.timeout).map(drop)
-    }
-
-    fn rules(name: &str) -> [String; 3] {
-        [
-            format!("type='signal',sender='{name}',interface='{BUSITEM}',member='ItemsChanged'"),
-            format!("type='signal',sender='{name}',interface='{BUSITEM}',member='PropertiesChanged'"),
-            format!(
-                "type='signal',sender='org.freedesktop.DBus',interface='org.freedesktop.DBus',\
-                 member='NameOwnerChanged',arg0='{name}'"
-            ),
-        ]
+        remove_match(&mut self.conn, rule, self.timeout)
     }
 
     /// The unique name owning `name`, asked of the bus daemon.
     fn ask_owner(&mut self, name: &str) -> Result<Option<String>, BusError> {
-        let msg = Conn::daemon_call("GetNameOwner").append1(name);
-        match self.conn.call(msg, self.timeout) {
-            Ok(reply) => reply
-                .read1::<String>()
-                .map(Some)
-                .map_err(|e| BusError::BadReply(format!("GetNameOwner: {e}"))),
-            Err(e) if e.dbus_name() == Some("org.freedesktop.DBus.Error.NameHasNoOwner") => Ok(None),
-            Err(e) => Err(e),
-        }
+        ask_owner(&mut self.conn, name, self.timeout)
     }
 
     /// Records `name` as owned by `owner` and queues `Appeared`, unless that was known.
@@ -175,13 +156,13 @@ impl Follower {
     /// is on the bus. Following it again changes nothing.
     pub fn follow(&mut self, service: &str) -> Result<(), BusError> {
         check_bus_name(service)?;
-        if self.followed.contains_key(service) {
+        if self.followed.contains(service) {
             return Ok(());
         }
-        for rule in Self::rules(service) {
+        for rule in service_rules(service) {
             self.add_match(&rule)?;
         }
-        self.followed.insert(service.to_owned(), ());
+        self.followed.insert(service.to_owned());
         if let Some(owner) = self.ask_owner(service)? {
             // Reported even when a watched namespace reported it before: following is
             // what the caller acts on.
@@ -196,10 +177,10 @@ impl Follower {
     /// Stops following `service` (its signals are no longer delivered; a read in flight is
     /// forgotten). Nothing happens if it was not followed.
     pub fn unfollow(&mut self, service: &str) -> Result<(), BusError> {
-        if self.followed.remove(service).is_none() {
+        if !self.followed.remove(service) {
             return Ok(());
         }
-        for rule in Self::rules(service) {
+        for rule in service_rules(service) {
             self.remove_match(&rule)?;
         }
         if let Some(serial) = self.latest.remove(service) {
@@ -213,7 +194,7 @@ impl Follower {
 
     /// Whether `service` is followed.
     pub fn follows(&self, service: &str) -> bool {
-        self.followed.contains_key(service)
+        self.followed.contains(service)
     }
 
     /// Reports the comings and goings of every name in `namespace` (a name `namespace` or
@@ -372,7 +353,7 @@ impl Follower {
     /// The followed service that `sender` (a unique name) owns.
     fn followed_service_of(&self, sender: &str) -> Option<&str> {
         self.followed
-            .keys()
+            .iter()
             .find(|name| self.owners.get(*name).is_some_and(|o| o == sender))
             .map(String::as_str)
     }
@@ -386,7 +367,7 @@ impl Follower {
                 let Ok((name, _old, new)) = msg.read3::<String, String, String>() else {
                     return;
                 };
-                if !self.followed.contains_key(&name) && !self.in_namespace(&name) {
+                if !self.followed.contains(&name) && !self.in_namespace(&name) {
                     return;
                 }
                 let known = self.owners.get(&name).cloned();

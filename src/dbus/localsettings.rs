@@ -54,6 +54,19 @@ pub struct SettingResult {
     pub value: Option<Value>,
 }
 
+impl SettingResult {
+    /// The value stored, or why there is none (localsettings refused the setting, or
+    /// answered without a value).
+    pub fn value(&self) -> Result<Value, String> {
+        if self.error != 0 {
+            return Err(format!("AddSettings refused {} with error {}", self.path, self.error));
+        }
+        self.value
+            .clone()
+            .ok_or_else(|| format!("AddSettings gave no value for {}", self.path))
+    }
+}
+
 /// A new connection that has waited up to `wait` for localsettings to appear and follows
 /// its signals; `Ok(None)` when it did not appear (velib's SettingsDevice waits the same way).
 pub fn connect_to_settings(bus: &super::Bus, wait: std::time::Duration) -> Result<Option<BusClient>, BusError> {
@@ -77,6 +90,40 @@ impl BusClient {
         append_settings(&mut IterAppend::new(&mut msg), settings);
         let reply = self.call(msg)?;
         read_setting_results(&mut reply.iter_init()).map_err(|e| BusError::BadReply(format!("AddSettings: {e}")))
+    }
+
+    /// [`BusClient::add_settings`] and the value of each, in order: `Err` with the reason
+    /// when the call failed, a setting was refused or has no value, or results are missing.
+    pub fn add_setting_values<const N: usize>(&mut self, settings: &[Setting; N]) -> Result<[Value; N], String> {
+        let results = self
+            .add_settings(settings)
+            .map_err(|e| format!("AddSettings failed: {e}"))?;
+        let values: Vec<Value> = results
+            .iter()
+            .take(N)
+            .map(SettingResult::value)
+            .collect::<Result<_, _>>()?;
+        values
+            .try_into()
+            .map_err(|_| "AddSettings returned too few results".to_string())
+    }
+
+    /// `SetValue` of one localsettings path; `Err` when the call fails or localsettings
+    /// refuses the value.
+    pub fn store_setting(&mut self, path: &str, value: &Value) -> Result<(), String> {
+        match self.set_value(SETTINGS_SERVICE, path, value) {
+            Ok(0) => Ok(()),
+            Ok(code) => Err(format!("localsettings refused {path} (code {code})")),
+            Err(e) => Err(format!("{path}: {e}")),
+        }
+    }
+
+    /// [`BusClient::store_setting`], then what localsettings kept (it may change the value,
+    /// e.g. move a taken device instance up).
+    pub fn store_and_read_setting(&mut self, path: &str, value: &Value) -> Result<Value, String> {
+        self.store_setting(path, value)?;
+        self.get_value(SETTINGS_SERVICE, path)
+            .map_err(|e| format!("{path}: {e}"))
     }
 }
 

@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 
 use crate::dbus::{Followed, SET_REJECTED, Value, WriteOutcome};
 use crate::energy_flow::{FlowConfig, FlowState, FlowTracker, Flows, Output, Source};
+use crate::venus::settings::parse_class_text;
 
 /// `/Mgmt/ProcessName`.
 pub const PROCESS_NAME: &str = "pzem-energy";
@@ -200,12 +201,6 @@ pub enum SettingChange {
     ClassAndVrmInstance(String),
     /// `CustomName` now holds this text.
     CustomName(String),
-}
-
-/// Parse `<class>:<instance>`.
-pub fn parse_class_and_instance(text: &str) -> Option<(&str, i32)> {
-    let (class, n) = text.split_once(':')?;
-    Some((class.trim(), n.trim().parse().ok()?))
 }
 
 /// What the loop around the machine must do.
@@ -676,11 +671,22 @@ impl FlowService {
         self.vebus.values().filter_map(|v| v.instance).max()
     }
 
-    /// The instance to ask for: above every real vebus service (vebus mode).
-    fn wanted_instance(&self, at_least: i32) -> i32 {
+    /// The instance to ask for, the one rule (§4.4): in vebus mode the highest real vebus
+    /// service's instance + 1, or [`DEFAULT_VEBUS_INSTANCE`] when none is known; in `own`
+    /// mode [`DEFAULT_OWN_INSTANCE`].
+    fn instance_to_ask(&self) -> i32 {
         match (self.config.publish, self.max_real_instance()) {
-            (PublishMode::Vebus, Some(max)) => at_least.max(max.saturating_add(1)),
-            _ => at_least,
+            (PublishMode::Vebus, Some(max)) => max.saturating_add(1),
+            (mode, _) => mode.default_instance(),
+        }
+    }
+
+    /// `instance` if it may stay, else [`FlowService::instance_to_ask`].
+    fn keep_or_ask(&self, instance: i32) -> i32 {
+        if self.too_low(instance) {
+            self.instance_to_ask()
+        } else {
+            instance
         }
     }
 
@@ -689,14 +695,17 @@ impl FlowService {
         self.config.publish == PublishMode::Vebus && self.max_real_instance().is_some_and(|max| instance <= max)
     }
 
+    /// Whether every real vebus service's instance is known (the namespace was listed and
+    /// each one read, or its read failed).
+    fn vebus_known(&self) -> bool {
+        self.listed && self.vebus.values().all(|v| v.settled)
+    }
+
     fn maybe_register(&mut self, now: Instant) {
         let Phase::Discovering { until } = self.phase else {
             return;
         };
-        let ready = self.config.publish == PublishMode::Own
-            || (self.listed && self.vebus.values().all(|v| v.settled))
-            || now >= until;
-        if ready {
+        if self.config.publish == PublishMode::Own || self.vebus_known() || now >= until {
             self.register(now);
         }
     }
@@ -705,18 +714,14 @@ impl FlowService {
         if let Phase::Discovering { until } = self.phase
             && now >= until
             && self.config.publish == PublishMode::Vebus
-            && !(self.listed && self.vebus.values().all(|v| v.settled))
+            && !self.vebus_known()
         {
             log::warn!("registering before every VE.Bus device's instance is known; will move up if needed");
         }
         self.phase = Phase::Registering;
-        let instance = match (self.config.publish, self.max_real_instance()) {
-            (PublishMode::Vebus, Some(max)) => max.saturating_add(1),
-            (mode, _) => mode.default_instance(),
-        };
         self.commands.push_back(Command::Register {
             class: self.config.publish.class(),
-            instance,
+            instance: self.instance_to_ask(),
         });
     }
 
@@ -725,7 +730,7 @@ impl FlowService {
         self.maybe_register(now);
         let Some(current) = self.instance() else { return };
         if self.phase == Phase::Running && self.too_low(current) {
-            let want = self.wanted_instance(current);
+            let want = self.instance_to_ask();
             log::warn!(
                 "a VE.Bus device has instance {} at or above ours ({current}): moving to {want} so that systemcalc \
                  keeps the real Multi as the battery service",
@@ -755,11 +760,7 @@ impl FlowService {
                 self.start_service(now, r.instance, r.custom_name);
             }
             Some(r) => {
-                let want = self.wanted_instance(if r.class == class {
-                    r.instance
-                } else {
-                    self.config.publish.default_instance()
-                });
+                let want = self.instance_to_ask();
                 log::info!(
                     "localsettings holds {}:{} for {SETTINGS_ID}; storing {class}:{want}",
                     r.class,
@@ -772,7 +773,7 @@ impl FlowService {
                 self.store_instance(want, 0);
             }
             None => {
-                let want = self.wanted_instance(self.config.publish.default_instance());
+                let want = self.instance_to_ask();
                 log::warn!("no localsettings: device instance {want}, not persisted; GUI changes will not persist");
                 self.start_service(now, want, String::new());
             }
@@ -794,16 +795,14 @@ impl FlowService {
         match stored {
             Some((c, n)) if c == class && !self.too_low(n) => self.start_service(now, n, custom_name),
             Some((c, n)) if tries < STORE_TRIES => {
-                let want = self.wanted_instance(if c == class {
-                    n
-                } else {
-                    self.config.publish.default_instance()
-                });
+                let want = self.instance_to_ask();
                 log::warn!("localsettings kept {c}:{n}; storing {class}:{want}");
                 self.store_instance(want, tries);
             }
             _ => {
-                let want = self.wanted_instance(self.instance().unwrap_or(self.config.publish.default_instance()));
+                let want = self
+                    .instance()
+                    .map_or_else(|| self.instance_to_ask(), |current| self.keep_or_ask(current));
                 log::error!("device instance {want} could not be stored in localsettings; using it anyway");
                 self.start_service(now, want, custom_name);
             }
@@ -860,7 +859,7 @@ impl FlowService {
         match change {
             SettingChange::ClassAndVrmInstance(text) => {
                 let class = self.config.publish.class();
-                match parse_class_and_instance(&text) {
+                match parse_class_text(&text) {
                     Some((c, n)) if c == class && n == current.instance => {}
                     Some((c, n)) if c == class && !self.too_low(n) => {
                         log::info!(
@@ -870,7 +869,12 @@ impl FlowService {
                         self.start_service(now, n, current.custom_name);
                     }
                     Some((c, n)) => {
-                        let want = self.wanted_instance(if c == class { n } else { current.instance });
+                        // Ours too low: moved up; another class: ours kept, in our class.
+                        let want = if c == class {
+                            self.instance_to_ask()
+                        } else {
+                            self.keep_or_ask(current.instance)
+                        };
                         log::warn!(
                             "localsettings now says {c}:{n}; that would put this service at or below a real VE.Bus \
                              device or in another class: storing {class}:{want}"
@@ -983,8 +987,7 @@ impl FlowService {
             match out {
                 Output::Event(e) if e.is_warning() => log::warn!("{e}"),
                 Output::Event(e) => log::info!("{e}"),
-                // Published once saved (see handle_saved).
-                Output::Publish(_) => {}
+                // Its flows are published once it is on disk (see handle_saved).
                 Output::Save(state) => self.commands.push_back(Command::Save(state)),
             }
         }
@@ -1200,6 +1203,69 @@ mod tests {
         // One that re-registers (a new instance) is read again.
         appeared(&mut m, t0 + 7 * S, usb);
         assert_eq!(drain(&mut m), [Command::ReadItems(usb.into())]);
+    }
+
+    /// A vebus-mode machine that has read the real Multi at 276 and asked to register.
+    fn registering_next_to_the_multi(t0: Instant) -> FlowService {
+        let mut m = FlowService::new(
+            config(PublishMode::Vebus, Some(BATTERY)),
+            FlowState::default(),
+            t0,
+            None,
+            false,
+        );
+        appeared(&mut m, t0, MULTI);
+        m.handle_followed(
+            t0,
+            Followed::Listed {
+                namespace: VEBUS_NAMESPACE.into(),
+            },
+        );
+        items(&mut m, t0, MULTI, &multi_items(276, "/dev/ttyS4"), true);
+        let cmds = drain(&mut m);
+        assert_eq!(
+            cmds.last(),
+            Some(&Command::Register {
+                class: "vebus",
+                instance: 277
+            })
+        );
+        m
+    }
+
+    #[test]
+    fn the_instance_asked_for_is_the_instance_used() {
+        let t0 = Instant::now();
+        // No localsettings: runs with the instance it asked for, not the default.
+        let mut m = registering_next_to_the_multi(t0);
+        m.handle_record(t0, None);
+        assert_eq!(started(&drain(&mut m)).map(|id| id.instance), Some(277));
+        // A record of the other class: the instance asked for is stored.
+        let mut m = registering_next_to_the_multi(t0);
+        m.handle_record(
+            t0,
+            Some(Record {
+                class: "pzem_energy".into(),
+                instance: 0,
+                custom_name: String::new(),
+            }),
+        );
+        assert_eq!(
+            drain(&mut m),
+            [Command::StoreInstance {
+                class: "vebus",
+                instance: 277
+            }]
+        );
+        // localsettings keeps the other class again: asked for the same instance.
+        m.handle_instance_stored(t0, Some(("pzem_energy".into(), 0)));
+        assert_eq!(
+            drain(&mut m),
+            [Command::StoreInstance {
+                class: "vebus",
+                instance: 277
+            }]
+        );
     }
 
     #[test]
@@ -1558,8 +1624,6 @@ mod tests {
         let mut m = FlowService::new(config(PublishMode::Own, Some(BATTERY)), state, t0, Some(60 * S), true);
         let cmds = drain(&mut m);
         assert!(cmds.contains(&Command::Save(state)), "{cmds:?}");
-        assert!(parse_class_and_instance("vebus: 12") == Some(("vebus", 12)));
-        assert_eq!(parse_class_and_instance("vebus"), None);
         assert_eq!("own".parse::<PublishMode>(), Ok(PublishMode::Own));
     }
 }

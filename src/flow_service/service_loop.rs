@@ -306,7 +306,8 @@ impl Edge<'_> {
                     Some(link) => match link.register(class, instance) {
                         Ok(r) => Some(r),
                         Err(e) => {
-                            log::warn!("localsettings: {e}; running with instance {instance}, not persisted");
+                            // The machine logs the instance it then runs with.
+                            log::warn!("localsettings: {e}; the device instance will not persist");
                             None
                         }
                     },

@@ -8,18 +8,9 @@
 use std::time::Duration;
 
 use crate::dbus::{Bus, BusClient, BusError, Event, SETTINGS_SERVICE, Setting, Value};
+use crate::venus::settings::{Field, parse_class_text, parse_setting_path, setting_path};
 
-use super::machine::{Record, SETTINGS_ID, SettingChange, parse_class_and_instance};
-
-/// `ClassAndVrmInstance` of the service.
-pub fn class_path() -> String {
-    format!("/Settings/Devices/{SETTINGS_ID}/ClassAndVrmInstance")
-}
-
-/// `CustomName` of the service.
-pub fn custom_name_path() -> String {
-    format!("/Settings/Devices/{SETTINGS_ID}/CustomName")
-}
+use super::machine::{Record, SETTINGS_ID, SettingChange};
 
 /// A connection to localsettings.
 pub struct FlowSettings {
@@ -41,65 +32,40 @@ impl FlowSettings {
     /// (localsettings moves a taken instance up, and keeps an existing record as it is),
     /// and return it.
     pub fn register(&mut self, class: &str, instance: i32) -> Result<Record, String> {
+        let class_path = setting_path(SETTINGS_ID, Field::ClassAndVrmInstance);
         let settings = [
-            Setting::new(class_path(), format!("{class}:{instance}")),
-            Setting::new(custom_name_path(), ""),
+            Setting::new(class_path.as_str(), format!("{class}:{instance}")),
+            Setting::new(setting_path(SETTINGS_ID, Field::CustomName), ""),
         ];
-        let results = self
-            .client
-            .add_settings(&settings)
-            .map_err(|e| format!("AddSettings failed: {e}"))?;
-        let value = |i: usize| -> Result<Value, String> {
-            let r = results.get(i).ok_or("AddSettings returned too few results")?;
-            if r.error != 0 {
-                return Err(format!("AddSettings refused {} with error {}", r.path, r.error));
-            }
-            r.value
-                .clone()
-                .ok_or_else(|| format!("AddSettings gave no value for {}", r.path))
-        };
-        let class_text = value(0)?;
-        let custom_name = value(1)?.as_str().unwrap_or("").to_owned();
+        let [class_text, custom_name] = self.client.add_setting_values(&settings)?;
         let (class, instance) = class_text
             .as_str()
-            .and_then(parse_class_and_instance)
-            .ok_or_else(|| format!("{} holds {class_text:?}, not <class>:<instance>", class_path()))?;
+            .and_then(parse_class_text)
+            .ok_or_else(|| format!("{class_path} holds {class_text:?}, not <class>:<instance>"))?;
         Ok(Record {
             class: class.to_owned(),
             instance,
-            custom_name,
+            custom_name: custom_name.as_str().unwrap_or("").to_owned(),
         })
     }
 
     /// Write `class:instance` and read back what localsettings kept.
     pub fn set_class(&mut self, class: &str, instance: i32) -> Result<(String, i32), String> {
-        let path = class_path();
-        let code = self
-            .client
-            .set_value(SETTINGS_SERVICE, &path, &Value::Str(format!("{class}:{instance}")))
-            .map_err(|e| e.to_string())?;
-        if code != 0 {
-            return Err(format!("localsettings refused {path} (code {code})"));
-        }
+        let path = setting_path(SETTINGS_ID, Field::ClassAndVrmInstance);
         let stored = self
             .client
-            .get_value(SETTINGS_SERVICE, &path)
-            .map_err(|e| e.to_string())?;
+            .store_and_read_setting(&path, &Value::Str(format!("{class}:{instance}")))?;
         stored
             .as_str()
-            .and_then(parse_class_and_instance)
+            .and_then(parse_class_text)
             .map(|(c, n)| (c.to_owned(), n))
             .ok_or_else(|| format!("{path} holds {stored:?}, not <class>:<instance>"))
     }
 
     /// Store the custom name.
     pub fn store_custom_name(&mut self, name: &str) -> Result<(), String> {
-        let path = custom_name_path();
-        match self.client.set_value(SETTINGS_SERVICE, &path, &Value::from(name)) {
-            Ok(0) => Ok(()),
-            Ok(code) => Err(format!("localsettings refused {path} (code {code})")),
-            Err(e) => Err(format!("{path}: {e}")),
-        }
+        self.client
+            .store_setting(&setting_path(SETTINGS_ID, Field::CustomName), &Value::from(name))
     }
 
     /// Changes of the record that arrived, without blocking. `Err`: the bus connection is
@@ -107,7 +73,6 @@ impl FlowSettings {
     pub fn changes(&mut self, scratch: &mut Vec<Event>, out: &mut Vec<SettingChange>) -> Result<(), BusError> {
         scratch.clear();
         self.client.poll_events(scratch)?;
-        let (class, custom) = (class_path(), custom_name_path());
         for event in scratch.drain(..) {
             let Event::PropertiesChanged { service, path, value } = event else {
                 continue;
@@ -115,11 +80,11 @@ impl FlowSettings {
             if service != SETTINGS_SERVICE {
                 continue;
             }
-            let text = value.as_str().unwrap_or("").to_owned();
-            if path == class {
-                out.push(SettingChange::ClassAndVrmInstance(text));
-            } else if path == custom {
-                out.push(SettingChange::CustomName(text));
+            let text = || value.as_str().unwrap_or("").to_owned();
+            match parse_setting_path(&path) {
+                Some((SETTINGS_ID, Field::ClassAndVrmInstance)) => out.push(SettingChange::ClassAndVrmInstance(text())),
+                Some((SETTINGS_ID, Field::CustomName)) => out.push(SettingChange::CustomName(text())),
+                _ => {}
             }
         }
         Ok(())

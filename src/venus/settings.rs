@@ -47,7 +47,11 @@ pub enum Field {
 }
 
 impl Field {
-    fn name(self) -> &'static str {
+    /// Every field.
+    pub const ALL: [Field; 3] = [Field::ClassAndVrmInstance, Field::CustomName, Field::Position];
+
+    /// The setting's name, the last element of its path.
+    pub fn name(self) -> &'static str {
         match self {
             Field::ClassAndVrmInstance => "ClassAndVrmInstance",
             Field::CustomName => "CustomName",
@@ -59,6 +63,19 @@ impl Field {
 /// Full settings path of a meter's setting.
 pub fn setting_path(id: &str, field: Field) -> String {
     format!("/Settings/Devices/{id}/{}", field.name())
+}
+
+/// The settings id and field of a path [`setting_path`] makes; `None` for any other path.
+pub fn parse_setting_path(path: &str) -> Option<(&str, Field)> {
+    let (id, name) = path.strip_prefix("/Settings/Devices/")?.split_once('/')?;
+    Field::ALL.into_iter().find(|f| f.name() == name).map(|f| (id, f))
+}
+
+/// Parse the text of any `ClassAndVrmInstance` setting, `<class>:<instance>` (any class:
+/// `vebus:277` too); `None` unless the instance is a number.
+pub fn parse_class_text(text: &str) -> Option<(&str, i32)> {
+    let (class, n) = text.split_once(':')?;
+    Some((class.trim(), n.trim().parse().ok()?))
 }
 
 /// The value of a `ClassAndVrmInstance` setting: `grid:41`.
@@ -74,10 +91,10 @@ impl ClassAndInstance {
     /// Parse `<class>:<instance>`; `None` unless the class is one of our
     /// roles and the instance a number.
     pub fn parse(text: &str) -> Option<ClassAndInstance> {
-        let (class, n) = text.split_once(':')?;
+        let (class, instance) = parse_class_text(text)?;
         Some(ClassAndInstance {
-            role: class.trim().parse().ok()?,
-            instance: n.trim().parse().ok()?,
+            role: class.parse().ok()?,
+            instance,
         })
     }
 }
@@ -123,22 +140,9 @@ impl SettingsLink {
             Setting::new(setting_path(id, Field::CustomName), ""),
             position,
         ];
-        let results = self
-            .client
-            .add_settings(&settings)
-            .map_err(|e| format!("AddSettings failed: {e}"))?;
-        let value = |i: usize| -> Result<Value, String> {
-            let r = results.get(i).ok_or("AddSettings returned too few results")?;
-            if r.error != 0 {
-                return Err(format!("AddSettings refused {} with error {}", r.path, r.error));
-            }
-            r.value
-                .clone()
-                .ok_or_else(|| format!("AddSettings gave no value for {}", r.path))
-        };
-        let class_text = value(0)?;
-        let custom_name = value(1)?.as_str().unwrap_or("").to_string();
-        let position = value(2)?
+        let [class_text, custom_name, position] = self.client.add_setting_values(&settings)?;
+        let custom_name = custom_name.as_str().unwrap_or("").to_string();
+        let position = position
             .as_i64()
             .unwrap_or(0)
             .clamp(0, i64::from(PositionKind::MAX_OF_ANY)) as i32;
@@ -169,17 +173,9 @@ impl SettingsLink {
     /// moves a taken instance to a free one).
     pub fn set_class(&mut self, id: &str, class: ClassAndInstance) -> Result<ClassAndInstance, String> {
         let path = setting_path(id, Field::ClassAndVrmInstance);
-        let code = self
-            .client
-            .set_value(SETTINGS_SERVICE, &path, &Value::Str(class.to_string()))
-            .map_err(|e| e.to_string())?;
-        if code != 0 {
-            return Err(format!("localsettings refused {path} (code {code})"));
-        }
         let stored = self
             .client
-            .get_value(SETTINGS_SERVICE, &path)
-            .map_err(|e| e.to_string())?;
+            .store_and_read_setting(&path, &Value::Str(class.to_string()))?;
         stored
             .as_str()
             .and_then(ClassAndInstance::parse)
@@ -188,12 +184,7 @@ impl SettingsLink {
 
     /// Store one setting of a meter.
     pub fn store(&mut self, id: &str, field: Field, value: &Value) -> Result<(), String> {
-        let path = setting_path(id, field);
-        match self.client.set_value(SETTINGS_SERVICE, &path, value) {
-            Ok(0) => Ok(()),
-            Ok(code) => Err(format!("localsettings refused {path} (code {code})")),
-            Err(e) => Err(format!("{path}: {e}")),
-        }
+        self.client.store_setting(&setting_path(id, field), value)
     }
 
     /// Changes of meters' settings that arrived, without blocking. Errors
@@ -208,17 +199,8 @@ impl SettingsLink {
             if service != SETTINGS_SERVICE {
                 continue;
             }
-            let Some(rest) = path.strip_prefix("/Settings/Devices/") else {
+            let Some((id, field)) = parse_setting_path(&path) else {
                 continue;
-            };
-            let Some((id, name)) = rest.split_once('/') else {
-                continue;
-            };
-            let field = match name {
-                "ClassAndVrmInstance" => Field::ClassAndVrmInstance,
-                "CustomName" => Field::CustomName,
-                "Position" => Field::Position,
-                _ => continue,
             };
             out.push(SettingChange {
                 id: id.to_string(),
@@ -247,5 +229,15 @@ mod tests {
             setting_path("pzem_a_1", Field::Position),
             "/Settings/Devices/pzem_a_1/Position"
         );
+        assert_eq!(parse_class_text("vebus: 277"), Some(("vebus", 277)));
+        assert_eq!(parse_class_text("vebus"), None);
+        for field in Field::ALL {
+            assert_eq!(
+                parse_setting_path(&setting_path("pzem_a_1", field)),
+                Some(("pzem_a_1", field))
+            );
+        }
+        assert_eq!(parse_setting_path("/Settings/Devices/pzem_a_1/Other"), None);
+        assert_eq!(parse_setting_path("/Settings/Other/pzem_a_1/Position"), None);
     }
 }
