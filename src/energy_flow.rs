@@ -808,11 +808,6 @@ impl FlowTracker {
         self.state
     }
 
-    /// The configuration.
-    pub fn config(&self) -> &FlowConfig {
-        &self.config
-    }
-
     /// Whether the last reading of `source` was a usable counter (not absent, not
     /// invalid, and there was one since the tracker started).
     pub fn is_present(&self, source: Source) -> bool {

@@ -276,7 +276,7 @@ fn flows_wh(mon: &Monitor, service: &str) -> Option<[u64; 3]> {
 }
 
 /// Every value of every `/Energy/*` path of `service` the monitor saw, across appearances,
-/// never decreased.
+/// never decreased; returns how many values were checked, and fails when none was.
 fn check_never_decreased(mon: &Monitor, service: &str) -> usize {
     let mut last: BTreeMap<String, f64> = BTreeMap::new();
     let mut seen = 0;
@@ -318,6 +318,10 @@ fn check_never_decreased(mon: &Monitor, service: &str) -> usize {
             check(p, v);
         }
     }
+    assert!(
+        seen > 0,
+        "the monitor saw no /Energy/* value of {service}: nothing was checked"
+    );
     seen
 }
 

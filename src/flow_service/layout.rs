@@ -10,9 +10,8 @@ use crate::dbus::{Format, ItemId, ItemTree, Kind, TreeBuilder, TreeError};
 use crate::energy_flow::{Flow, Flows};
 
 use super::machine::{Identity, MK2_CONNECTION, PROCESS_NAME, PublishMode, SETTINGS_ID};
+use crate::venus::layout::PRODUCT_ID;
 
-/// `/ProductId` for third-party devices.
-pub const PRODUCT_ID: i64 = 0xFFFF;
 /// `/ProductName`.
 pub const PRODUCT_NAME: &str = "PZEM energy flows";
 
@@ -77,12 +76,10 @@ pub fn build_tree(id: &Identity) -> Result<(ItemTree, FlowPaths), TreeError> {
     }
     let tree = t.build()?;
     let id_of = |p: &str| tree.id(p).ok_or_else(|| TreeError::BadPath(p.to_owned()));
+    // Built from Flow::ALL, the order `publish` zips them with.
+    let [a, b, c] = Flow::ALL.map(|f| id_of(f.path()));
     let paths = FlowPaths {
-        flows: [
-            id_of(Flow::AcIn1ToAcOut.path())?,
-            id_of(Flow::AcIn1ToInverter.path())?,
-            id_of(Flow::InverterToAcOut.path())?,
-        ],
+        flows: [a?, b?, c?],
         connected: id_of("/Connected")?,
         custom_name: id_of("/CustomName")?,
     };

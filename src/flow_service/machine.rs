@@ -262,7 +262,6 @@ struct Input {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 struct Vebus {
     instance: Option<i32>,
-    mk2_connection: Option<String>,
     /// Whether its items were read (or the read failed): it no longer holds up the
     /// start-up registration.
     settled: bool,
@@ -298,7 +297,6 @@ pub struct FlowService {
     vebus: BTreeMap<String, Vebus>,
     listed: bool,
     /// Whether the system service is on the bus (automatic battery).
-    system_present: bool,
     /// Reads in flight and when they time out.
     reads: BTreeMap<String, Instant>,
     /// Services to read again, and when.
@@ -342,7 +340,6 @@ impl FlowService {
             inputs,
             vebus: BTreeMap::new(),
             listed: false,
-            system_present: false,
             reads: BTreeMap::new(),
             retries: BTreeMap::new(),
             phase: Phase::Discovering {
@@ -491,7 +488,6 @@ impl FlowService {
             read = true;
         }
         if self.is_system(service) {
-            self.system_present = true;
             read = true;
         }
         if read {
@@ -512,7 +508,6 @@ impl FlowService {
             self.tracker.reading(now, source, None);
         }
         if self.is_system(service) {
-            self.system_present = false;
             log::info!(
                 "{SYSTEM_SERVICE} left the bus; the battery stays {:?}",
                 self.battery_service()
@@ -572,21 +567,16 @@ impl FlowService {
                 changed |= vebus.instance.is_some();
                 vebus.instance = None;
             }
-            if let Some(v) = find("/Interfaces/Mk2/Connection") {
-                vebus.mk2_connection = v.as_str().map(str::to_owned);
-            } else if complete {
-                vebus.mk2_connection = None;
-            }
+            let mk2 = find("/Interfaces/Mk2/Connection").and_then(|v| v.as_str());
             if complete {
                 vebus.settled = true;
                 changed = true;
             }
             if changed {
-                let v = vebus.clone();
                 log::info!(
                     "{service}: device instance {}, MK2 connection {}",
-                    v.instance.map_or_else(|| "none".to_string(), |i| i.to_string()),
-                    v.mk2_connection.as_deref().unwrap_or("none (counts as on-board)")
+                    vebus.instance.map_or_else(|| "none".to_string(), |i| i.to_string()),
+                    mk2.unwrap_or("unknown or none (none counts as on-board)")
                 );
                 self.vebus_changed(now);
             }
