@@ -9,13 +9,14 @@ use getopts::Options;
 use pzem::Line;
 use pzem::cli::{self, Program};
 use pzem::dbus::Bus;
-use pzem::venus::config::{MeterSpec, check_unique, parse_config, split_sections};
+use pzem::venus::config::{
+    DEFAULT_CONFIG, MIN_TIMEOUT_MS, MeterSpec, PortConfig, check_unique, port_config, read_config, split_sections,
+};
 use pzem::venus::discovery::{DEFAULT_RANGE, parse_range};
 use pzem::venus::meter_line::ExitReason;
 use pzem::venus::presence::DEFAULT_FAILURES;
 use pzem::venus::service_loop::{self, Config};
 
-const DEFAULT_CONFIG: &str = "/data/conf/pzem.conf";
 const DEFAULT_STATE_DIR: &str = "/data/var/lib/pzem-venus";
 
 /// Defaults of the numeric flags (stated once: the help text is made from them).
@@ -25,12 +26,15 @@ const SETTINGS_WAIT_S: u64 = 10;
 const SILENT_EXIT_S: u64 = 60;
 
 const HELP_TAIL: &str = "\
-Meters: -m ADDR:MODEL:ROLE, repeatable. MODEL is one of 016 014 004t 017 003
-ac dc auto; ROLE is grid acload pvinverter genset evcharger heatpump (AC) or
-dcsource dcload dcsystem alternator (DC). Two or three AC meters make one
-multi-phase meter with their addresses joined by + in phase order:
--m 1+2+3:016:grid. Without -m, meters come from the config file (one
-ADDR MODEL ROLE per line, # comments). Without either, addresses 1-32
+Meters: -m ADDR:MODEL:ROLE[:NAME], repeatable. MODEL is one of 016 014 004t
+017 003 ac dc auto; ROLE is grid acload pvinverter genset evcharger heatpump
+(AC) or dcsource dcload dcsystem alternator (DC); NAME is shown until one is
+given in the GUI. Two or three AC meters make one multi-phase meter with their
+addresses joined by + in phase order: -m 1+2+3:016:grid. Without -m, meters
+come from the config file: one ADDR MODEL ROLE NAME per line (# comments), for
+every line, or under [meters PORT] for the line whose tty (ttyUSB0), adapter
+serial number or HOST:PORT is PORT; interval-ms = MS and timeout-ms = MS there
+set what -i and -t set. Without meters, addresses 1-32
 (--discover FROM-TO) are scanned for AC and DC meters; those found are
 published (the first AC meter as grid, further ones as acload, DC meters as
 dcsource) and remembered for the port, so a meter silent at the next start
@@ -128,28 +132,44 @@ fn main() -> ExitCode {
         Ok(l) => l,
         Err(e) => return usage_error(&e),
     };
-    let (meters, discover) = match meters(&matches) {
+    let names = pzem::venus::naming::config_names(&line);
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let (from_file, discover) = match meters(&matches, &names) {
         Ok(m) => m,
         Err(e) => return usage_error(&e),
     };
-    // `--NAME N`: a whole number of at least `min` in the flag's unit.
-    let number = |name: &str, default: u64, min: u64, unit: &str| -> Result<u64, String> {
+    // `--NAME N`: a whole number of at least `min` in the flag's unit; else the config
+    // file's value, else the default.
+    let number = |name: &str, configured: Option<u64>, default: u64, min: u64, unit: &str| -> Result<u64, String> {
         match matches.opt_str(name) {
-            None => Ok(default),
+            None => Ok(configured.unwrap_or(default)),
             Some(t) => match t.parse::<u64>() {
                 Ok(v) if v >= min => Ok(v),
                 _ => Err(format!("--{name} takes whole {unit}, at least {min}, not '{t}'")),
             },
         }
     };
+    let ms = |d: Option<Duration>| d.map(|d| d.as_millis() as u64);
     let parsed = (|| -> Result<Config, String> {
-        let poll_interval = Duration::from_millis(number("interval", INTERVAL_MS, 0, "milliseconds")?);
-        let timeout = Duration::from_millis(number("timeout", TIMEOUT_MS, 20, "milliseconds")?);
-        let settings_wait = number("settings-wait", SETTINGS_WAIT_S, 0, "seconds")?;
-        let silent_exit = number("silent-exit", SILENT_EXIT_S, 0, "seconds")?;
+        let poll_interval = Duration::from_millis(number(
+            "interval",
+            ms(from_file.interval),
+            INTERVAL_MS,
+            0,
+            "milliseconds",
+        )?);
+        let timeout = Duration::from_millis(number(
+            "timeout",
+            ms(from_file.timeout),
+            TIMEOUT_MS,
+            MIN_TIMEOUT_MS,
+            "milliseconds",
+        )?);
+        let settings_wait = number("settings-wait", None, SETTINGS_WAIT_S, 0, "seconds")?;
+        let silent_exit = number("silent-exit", None, SILENT_EXIT_S, 0, "seconds")?;
         Ok(Config {
             line,
-            meters,
+            meters: from_file.meters,
             poll_interval,
             timeout,
             bus: Bus::from_flag(matches.opt_str("dbus").as_deref()),
@@ -187,46 +207,41 @@ fn main() -> ExitCode {
     ExitCode::from(service_loop::run(&config, stop).code())
 }
 
-/// Meters from -m, else the config file, else a scan of a range of addresses.
-fn meters(matches: &getopts::Matches) -> Result<(Vec<MeterSpec>, Option<RangeInclusive<u8>>), String> {
+/// Meters from -m, else the config file's for this line (known by `names`), else a scan
+/// of a range of addresses; with the config file's poll timing.
+fn meters(matches: &getopts::Matches, names: &[&str]) -> Result<(PortConfig, Option<RangeInclusive<u8>>), String> {
     let discover = matches.opt_str("discover").map(|t| parse_range(&t)).transpose()?;
-    let configured = configured_meters(matches)?;
-    match (configured, discover) {
-        (Some(_), Some(_)) => Err("--discover scans when no meters are given: leave out -m and the config file".into()),
-        (Some(meters), None) => Ok((meters, None)),
-        (None, range) => Ok((Vec::new(), Some(range.unwrap_or(DEFAULT_RANGE)))),
+    let configured = configured(matches, names)?;
+    if configured.meters.is_empty() {
+        return Ok((configured, Some(discover.unwrap_or(DEFAULT_RANGE))));
+    }
+    match discover {
+        Some(_) => Err("--discover scans when no meters are given: leave out -m and the config file's meters".into()),
+        None => Ok((configured, None)),
     }
 }
 
-/// Meters from -m, else the config file; `None` when neither names any.
-fn configured_meters(matches: &getopts::Matches) -> Result<Option<Vec<MeterSpec>>, String> {
-    let flags = matches.opt_strs("m");
-    if !flags.is_empty() {
-        let mut specs: Vec<MeterSpec> = Vec::new();
-        for text in &flags {
-            let spec = MeterSpec::parse(text).map_err(|e| format!("-m {e}"))?;
-            check_unique(&specs, &spec).map_err(|e| format!("-m {text}: {e}"))?;
-            specs.push(spec);
-        }
-        return Ok(Some(specs));
-    }
-    let (path, explicit) = match matches.opt_str("c") {
-        Some(p) => (p, true),
-        None => (DEFAULT_CONFIG.to_string(), false),
-    };
-    match std::fs::read_to_string(&path) {
-        Ok(text) => {
-            let specs = parse_config(&text).map_err(|e| format!("{path}: {e}"))?;
-            if specs.is_empty() {
-                // Only other programs' sections (pzem-energy's [energy]): no meters configured.
-                if split_sections(&text).is_ok_and(|f| !f.sections.is_empty()) {
-                    return Ok(None);
-                }
+/// Meters from -m (with the config file's timing), else the config file's.
+fn configured(matches: &getopts::Matches, names: &[&str]) -> Result<PortConfig, String> {
+    let mut config = match read_config(matches.opt_str("c").as_deref())? {
+        Some((path, text)) => {
+            let config = port_config(&text, names).map_err(|e| format!("{path}: {e}"))?;
+            let file = split_sections(&text).map_err(|e| format!("{path}: {e}"))?;
+            if file.sections.is_empty() && config == PortConfig::default() {
                 return Err(format!("{path}: no meters in it (one ADDR MODEL ROLE per line)"));
             }
-            Ok(Some(specs))
+            config
         }
-        Err(e) if explicit => Err(format!("cannot read {path}: {e}")),
-        Err(_) => Ok(None),
+        None => PortConfig::default(),
+    };
+    let flags = matches.opt_strs("m");
+    if !flags.is_empty() {
+        config.meters.clear();
+        for text in &flags {
+            let spec = MeterSpec::parse(text).map_err(|e| format!("-m {e}"))?;
+            check_unique(&config.meters, &spec).map_err(|e| format!("-m {text}: {e}"))?;
+            config.meters.push(spec);
+        }
     }
+    Ok(config)
 }

@@ -6,8 +6,9 @@ use std::process::ExitCode;
 use getopts::Options;
 use pzem::cli::{self, Program};
 use pzem::flow_service::machine::ExitReason;
-use pzem::flow_service::options::{self, DEFAULT_CONFIG, DEFAULT_STATE, Flags, KEYS};
+use pzem::flow_service::options::{self, DEFAULT_STATE, Flags, KEYS};
 use pzem::flow_service::service_loop;
+use pzem::venus::config::DEFAULT_CONFIG;
 
 const HELP_TAIL: &str = "\
 Every option but -c, --dbus and --settings-wait can also be set in the [energy]

@@ -9,22 +9,27 @@ use std::time::Duration;
 
 use getopts::{Matches, Options};
 use pzem::DEFAULT_TIMEOUT;
+use pzem::info::json_writer::JsonValue;
 use pzem::info::options::{self as opt, Action, ScanRange, UsageError, usage};
 use pzem::info::report::MeterReport;
 use pzem::info::{Exit, Hooks, PROGRAM, Target, actions, diagnose, json, text};
-use pzem::{Address, Client, ModelChoice, StopBits};
+use pzem::venus::config::{DEFAULT_CONFIG, port_config, read_config};
+use pzem::venus::naming::config_names;
+use pzem::{Address, Client, ModelChoice, StopBits, Transport};
 use pzem::{Line, utf8_args};
 
 const ABOUT: &str = "\
 Inspect and configure Peacefair PZEM energy meters (AC: PZEM-004T v3, 014, 016;
 DC: PZEM-003, 017) over Modbus-RTU on an RS-485 line or through a TCP gateway.
 
-Usage: pzem-info -d TTY [-a ADDR] [-t ac|dc|auto] [--json] [ACTION]
+Usage: pzem-info -d TTY [-a ADDR] [-t ac|dc|auto] [-c FILE] [--json] [ACTION]
        pzem-info --tcp HOST:PORT [--modbus-tcp] [-a ADDR] [--json] [ACTION]
 
 Without an action: print the model, the address, every reading with its unit
 and the parameters (AC: power alarm threshold; DC: voltage alarm thresholds and
-shunt range).";
+shunt range). Without -a, the meters the config file (-c, default
+/data/conf/pzem.conf) gives this line are shown, one after another, as
+pzem-dbus reads them; with none there, the one meter at the general address.";
 
 const DETAILS: &str = "\
 Addresses: 1-247, decimal or hex (0x0A). The default, 0xF8, is the general
@@ -56,7 +61,7 @@ with garbled replies are checked again). A full scan of 1-247 takes about
 
 const EXAMPLES: &str = "\
 Examples:
-  pzem-info -d /dev/ttyUSB0                    one meter on the line, any address
+  pzem-info -d /dev/ttyUSB0                    the configured meters, else the only one
   pzem-info -d /dev/ttyUSB0 --scan             list every meter (1-247)
   pzem-info -d /dev/ttyUSB0 --scan 1-20        list meters at addresses 1-20
   pzem-info -d /dev/ttyUSB0 --set-address 2    give the only meter address 2
@@ -71,6 +76,8 @@ Examples:
 struct Cli {
     line: Line,
     target: Target,
+    /// Without -a: the meters the config file gives this line, with what it says of each.
+    configured: Vec<(Target, String)>,
     action: Action,
     json: bool,
     yes: bool,
@@ -102,6 +109,12 @@ fn options() -> Options {
         "TYPE",
     );
     o.optflag("", "json", "print one JSON document on stdout");
+    o.optopt(
+        "c",
+        "config",
+        &format!("without -a, show the meters this file gives the line (default {DEFAULT_CONFIG} if present)"),
+        "FILE",
+    );
     o.optflagopt(
         "",
         "scan",
@@ -192,9 +205,11 @@ fn parse(args: &[String]) -> Result<Parsed, UsageError> {
         Some(a) => opt::parse_target(&a)?,
         None => Address::GENERAL,
     };
-    let model = match m.opt_str("type") {
-        Some(t) => opt::parse_model(&t)?,
-        None => ModelChoice::Auto,
+    let typed = m.opt_str("type").map(|t| opt::parse_model(&t)).transpose()?;
+    let model = typed.unwrap_or(ModelChoice::Auto);
+    let configured = match (action, m.opt_str("address")) {
+        (Action::Show, None) => configured_meters(m.opt_str("config").as_deref(), &line, typed)?,
+        _ => Vec::new(),
     };
     let timeout = m.opt_str("timeout").map(|t| opt::parse_timeout(&t)).transpose()?;
     let yes = m.opt_present("yes");
@@ -206,12 +221,51 @@ fn parse(args: &[String]) -> Result<Parsed, UsageError> {
     Ok(Parsed::Run(Cli {
         line,
         target: Target { address, model },
+        configured,
         action,
         json: m.opt_present("json"),
         yes,
         timeout: timeout.unwrap_or(DEFAULT_TIMEOUT),
         scan_timeout: timeout.unwrap_or(actions::SCAN_TIMEOUT),
     }))
+}
+
+/// The meters the config file gives `line`, each with a note of what the file says
+/// (role and name), as pzem-dbus reads them; `typed` (-t) replaces their models.
+fn configured_meters(
+    explicit: Option<&str>,
+    line: &Line,
+    typed: Option<ModelChoice>,
+) -> Result<Vec<(Target, String)>, UsageError> {
+    let Some((path, text)) = read_config(explicit).map_err(usage)? else {
+        return Ok(Vec::new());
+    };
+    let names = config_names(line);
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let port = port_config(&text, &names).map_err(|e| usage(format!("{path}: {e}")))?;
+    let mut targets = Vec::new();
+    for spec in &port.meters {
+        let role = spec.role.map_or("default role".to_string(), |r| r.to_string());
+        let name = spec.name.as_deref().map_or(String::new(), |n| format!(" \"{n}\""));
+        for (phase, address) in spec.addresses().enumerate() {
+            let phase = if spec.phase_count() > 1 {
+                format!(", L{}", phase + 1)
+            } else {
+                String::new()
+            };
+            let model = match spec.model {
+                ModelChoice::Known(m) => m.to_string(),
+                ModelChoice::Auto => "model found out".to_string(),
+            };
+            let note = format!("{path}: address {address}, {model}, {role}{name}{phase}");
+            let target = Target {
+                address,
+                model: typed.unwrap_or(spec.model),
+            };
+            targets.push((target, note));
+        }
+    }
+    Ok(targets)
 }
 
 /// Ask on the terminal before resetting the counter.
@@ -260,13 +314,19 @@ fn fail(cli: &Cli, exit: Exit, address: Option<u8>, message: &str) -> ExitCode {
 fn run(cli: &Cli) -> ExitCode {
     // -t auto opens 8N2: a sender with two stop bits only adds idle time,
     // so 8N2 reaches both families.
-    let stop_bits = StopBits::for_choices([cli.target.model]);
+    let stop_bits = match cli.configured.as_slice() {
+        [] => StopBits::for_choices([cli.target.model]),
+        meters => StopBits::for_choices(meters.iter().map(|(t, _)| t.model)),
+    };
     let transport = match cli.line.open(stop_bits) {
         Ok(t) => t,
         Err(e) => return fail(cli, Exit::Io, None, &diagnose::io_message(&cli.line, &e)),
     };
     let mut client = Client::new(transport);
     client.transport_mut().set_timeout(cli.timeout);
+    if !cli.configured.is_empty() {
+        return show_configured(cli, &mut client, stop_bits);
+    }
     let show_progress = matches!(cli.action, Action::Scan(_)) && io::stderr().is_terminal();
     let hooks = Hooks {
         confirm: |m: &MeterReport| cli.yes || confirm(m),
@@ -295,6 +355,49 @@ fn run(cli: &Cli) -> ExitCode {
             fail(cli, e.exit(), e.address().map(Address::get), &message)
         }
     }
+}
+
+/// Show each configured meter in turn; the exit code is the first failure's.
+fn show_configured<T: Transport>(cli: &Cli, client: &mut Client<T>, stop_bits: StopBits) -> ExitCode {
+    let mut first_failure: Option<Exit> = None;
+    let mut documents = Vec::new();
+    for (n, (target, note)) in cli.configured.iter().enumerate() {
+        let hooks = Hooks {
+            confirm: |_: &MeterReport| false,
+            progress: |_: Address| {},
+            scan_timeout: cli.scan_timeout,
+        };
+        match pzem::info::run(client, *target, Action::Show, hooks) {
+            Ok(report) if cli.json => documents.push(json::document(&report, cli.line.place())),
+            Ok(report) => {
+                let gap = if n == 0 { "" } else { "\n" };
+                out(&format!("{gap}# {note}\n{}", text::render(&report)));
+            }
+            Err(e) => {
+                let message = diagnose::explain(&e, &cli.line, stop_bits, cli.timeout);
+                let exit = e.exit();
+                first_failure.get_or_insert(exit);
+                err(&format!("{PROGRAM}: {message}"));
+                if cli.json {
+                    let address = e.address().map(Address::get);
+                    documents.push(json::error_document(
+                        Action::Show.name(),
+                        cli.line.place(),
+                        exit.code(),
+                        address,
+                        &message,
+                    ));
+                } else {
+                    let gap = if n == 0 { "" } else { "\n" };
+                    out(&format!("{gap}# {note}\nno answer: see the error above\n"));
+                }
+            }
+        }
+    }
+    if cli.json {
+        out(&JsonValue::Array(documents).to_pretty());
+    }
+    first_failure.map_or(ExitCode::SUCCESS, |e| ExitCode::from(e.code()))
 }
 
 fn main() -> ExitCode {

@@ -16,8 +16,8 @@ use pzem::history::store::{Reader, Retention, Writer};
 use pzem::history::synth::{self, Synth};
 use pzem::history::time::{Offset, local_offset, unix_now};
 use pzem::history::{csv, recorder::Batch};
+use pzem::venus::config::{DEFAULT_CONFIG, read_config};
 
-const DEFAULT_CONFIG: &str = "/data/conf/pzem.conf";
 const USAGE_CODE: u8 = 2;
 
 const HELP_TAIL: &str = "\
@@ -143,16 +143,13 @@ fn number(matches: &getopts::Matches, name: &str, range: std::ops::RangeInclusiv
 
 /// The config file's name and what it sets.
 fn file_config(matches: &getopts::Matches) -> Result<(String, HistoryConfig), String> {
-    let (path, explicit) = match matches.opt_str("c") {
-        Some(p) => (p, true),
-        None => (DEFAULT_CONFIG.to_owned(), false),
-    };
-    let config = match std::fs::read_to_string(&path) {
-        Ok(text) => config::parse(&text).map_err(|e| format!("{path}: {e}"))?,
-        Err(e) if explicit => return Err(format!("cannot read {path}: {e}")),
-        Err(_) => HistoryConfig::default(),
-    };
-    Ok((path, config))
+    match read_config(matches.opt_str("c").as_deref())? {
+        Some((path, text)) => {
+            let config = config::parse(&text).map_err(|e| format!("{path}: {e}"))?;
+            Ok((path, config))
+        }
+        None => Ok((DEFAULT_CONFIG.to_owned(), HistoryConfig::default())),
+    }
 }
 
 fn record(program: &Program, matches: &getopts::Matches) -> ExitCode {

@@ -8,10 +8,10 @@ use getopts::Options;
 use pzem::cli::{self, Program};
 use pzem::history::config::{self, DEFAULT_DB, HistoryConfig};
 use pzem::history::time::{Offset, local_offset};
+use pzem::venus::config::{DEFAULT_CONFIG, read_config};
 use pzem::web::app::App;
 use pzem::web::http::{self, ServerConfig};
 
-const DEFAULT_CONFIG: &str = "/data/conf/pzem.conf";
 const DEFAULT_LISTEN: &str = "0.0.0.0:8088";
 /// Exit code of a usage or config error.
 const USAGE: u8 = 2;
@@ -64,14 +64,9 @@ fn main() -> ExitCode {
         Err(code) => return code,
     };
     let parsed = (|| -> Result<(PathBuf, String, Offset, usize), String> {
-        let (path, explicit) = match matches.opt_str("c") {
-            Some(p) => (p, true),
-            None => (DEFAULT_CONFIG.to_owned(), false),
-        };
-        let file = match std::fs::read_to_string(&path) {
-            Ok(text) => config::parse(&text).map_err(|e| format!("{path}: {e}"))?,
-            Err(e) if explicit => return Err(format!("cannot read {path}: {e}")),
-            Err(_) => HistoryConfig::default(),
+        let file = match read_config(matches.opt_str("c").as_deref())? {
+            Some((path, text)) => config::parse(&text).map_err(|e| format!("{path}: {e}"))?,
+            None => HistoryConfig::default(),
         };
         let db = PathBuf::from(matches.opt_str("db").unwrap_or_else(|| file.web_db().to_owned()));
         let listen = matches

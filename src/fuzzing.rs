@@ -7,7 +7,7 @@
 
 use crate::energy::EnergyState;
 use crate::energy_flow::FlowState;
-use crate::venus::config::{MeterSpec, parse_config, split_sections};
+use crate::venus::config::{MeterSpec, port_config, split_sections};
 use crate::venus::discovery::Memory;
 use crate::{AcParameters, AcReading, Address, DcParameters, DcReading, Exchange, Framing, Reply, Request, StopBits};
 use std::time::{Duration, Instant};
@@ -123,21 +123,25 @@ fn check_decoded(request: &Request, frame_len: usize, reply: Reply<'_>) {
     }
 }
 
-/// Target `config`: the configuration file, as pzem-dbus reads it (meters, with or
-/// without `[sections]`), each line as a single meter spec, and its `[logger]` and `[web]`
+/// Target `config`: the configuration file, as pzem-dbus reads it for a line with and
+/// without a `[meters PORT]` section of its own, each line as a single meter spec, and its `[logger]` and `[web]`
 /// sections as pzem-logger and pzem-web read them. A config that parses
 /// names each meter address once.
 pub fn config(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    if let Ok(meters) = parse_config(text) {
-        let mut seen = std::collections::HashSet::new();
-        for m in &meters {
-            for a in m.addresses() {
-                assert!(seen.insert(a.get()), "address {} configured twice", a.get());
+    // Every line's view: the general meters, and those of a `[meters ttyUSB0]` section.
+    for names in [&[][..], &["ttyUSB0", "A10K3x9"][..]] {
+        if let Ok(line) = port_config(text, names) {
+            let mut seen = std::collections::HashSet::new();
+            for m in &line.meters {
+                for a in m.addresses() {
+                    assert!(seen.insert(a.get()), "address {} configured twice", a.get());
+                }
+                assert!(m.phase_count() >= 1);
+                assert!(m.name.as_deref().is_none_or(|n| !n.is_empty() && n.len() <= 64));
             }
-            assert!(m.phase_count() >= 1);
         }
     }
     if let Ok(file) = split_sections(text) {

@@ -1078,6 +1078,47 @@ fn meters_from_a_config_file() {
 }
 
 #[test]
+fn each_line_gets_its_own_config_section_with_names_and_timing() {
+    let (sim, tty) = pty(&[(Model::Pzem016, 4), (Model::Pzem017, 7)], 19);
+    let port = tty.rsplit('/').next().unwrap();
+    let mut rig = Rig::new(true);
+    let conf = rig.dir.path().join("pzem.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "# for lines without their own section\n1 016 grid\n\
+             [meters ttyOTHER]\n9 016 grid\n\
+             [meters {port}]\ninterval-ms = 100\n4 016 pvinverter Roof array\n7:017:alternator\n"
+        ),
+    )
+    .unwrap();
+    // Without -i: the section's interval applies.
+    let mut args = rig.args(&["-d", &tty, "-c", conf.to_str().unwrap()], &[], &[]);
+    let i = args.iter().position(|a| a == "-i").unwrap();
+    args.drain(i..i + 2);
+    let mut p = rig.start(BIN, "pzem", &args);
+    let (pv, alt) = (service_name("pvinverter", &tty, 4), service_name("alternator", &tty, 7));
+    rig.monitor.wait_connected(&pv, 10 * SECOND);
+    rig.monitor.wait_connected(&alt, 10 * SECOND);
+    assert_eq!(rig.monitor.get(&pv, "/CustomName"), Some(&Value::from("Roof array")));
+    assert_eq!(rig.monitor.get(&alt, "/CustomName"), Some(&Value::from("")));
+    let before = rig.monitor.items_changed(&pv).count();
+    rig.monitor.pump_for(2 * SECOND);
+    let polls = rig.monitor.items_changed(&pv).count() - before;
+    assert!(
+        polls >= 8,
+        "interval-ms = 100 should give ~20 updates in 2 s, not {polls}"
+    );
+    let names = rig.monitor.client.list_services().unwrap();
+    assert!(
+        !names.iter().any(|n| n.ends_with("_1") || n.ends_with("_9")),
+        "meters of other sections published: {names:?}"
+    );
+    check_every_state_was_served(&rig.monitor, &sim, &pv, 4, "", 0);
+    assert_eq!(p.try_exit(), None);
+}
+
+#[test]
 fn without_meters_the_factory_address_is_probed() {
     let (sim, tty) = pty(&[(Model::Pzem017, 1)], 17);
     let mut rig = Rig::new(true);

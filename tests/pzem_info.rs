@@ -807,3 +807,78 @@ mod over_a_pty {
         assert!(num(&json["meter"]["reading"]["energy_kwh"]) < 0.01, "{json}");
     }
 }
+
+/// Without -a, the meters the config file gives this line are shown in turn (as pzem-dbus
+/// reads the file: a `[meters PORT]` section of the line replaces the general lines); a
+/// missing one makes the exit code 3 while the others are still shown; a bad file is a
+/// usage error naming the line; -a does not read the file.
+#[test]
+fn without_an_address_the_configured_meters_are_shown() {
+    let sim = SimServer::pty(line(), Pacing::NONE).unwrap();
+    let tty = sim.path().unwrap().to_owned();
+    let port = tty.rsplit('/').next().unwrap();
+    let dir = std::env::temp_dir().join(format!("pzem-info-conf-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let conf = dir.join("pzem.conf");
+    std::fs::write(
+        &conf,
+        format!("2 016 grid\n[meters {port}]\n1 016 grid Mains\n12:017:dcsystem\n[meters ttyOTHER]\n3 016\n"),
+    )
+    .unwrap();
+    let conf_arg = conf.to_str().unwrap();
+    let out = pzem_info(&["-d", &tty, "-c", conf_arg]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let a1 = out
+        .stdout
+        .find("address 1, PZEM-016, grid \"Mains\"")
+        .expect("meter 1 noted");
+    let a12 = out
+        .stdout
+        .find("address 12, PZEM-017, dcsystem")
+        .expect("meter 12 noted");
+    assert!(a1 < a12, "{out:?}");
+    assert!(out.stdout.contains("PZEM-016 (AC) at address 1") && out.stdout.contains("PZEM-017 (DC) at address 12"));
+    assert!(
+        !out.stdout.contains("address 2") && !out.stdout.contains("address 3"),
+        "{out:?}"
+    );
+
+    let out = pzem_info(&["-d", &tty, "-c", conf_arg, "--json"]);
+    let docs = out.json();
+    let docs = docs.as_array().expect("an array, one document per configured meter");
+    assert_eq!(docs.len(), 2);
+    assert_eq!(docs[0]["meter"]["address"], 1);
+    assert_eq!(docs[1]["meter"]["address"], 12);
+    assert_json_reading_is_served(&sim, 12, &docs[1]["meter"]["reading"]);
+
+    // A configured meter that does not answer: the others are shown, exit 3.
+    std::fs::write(
+        &conf,
+        format!("[meters {port}]\n1 016 grid\n9 016 acload\n7 014 acload\n"),
+    )
+    .unwrap();
+    let out = pzem_info(&["-d", &tty, "-c", conf_arg, "--timeout", "50", "--json"]);
+    assert_eq!(out.code, 3, "{out:?}");
+    let docs = out.json();
+    let oks: Vec<bool> = docs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["ok"].as_bool().unwrap())
+        .collect();
+    assert_eq!(oks, [true, false, true]);
+    assert_eq!(docs[1]["error"]["address"], 9);
+    assert!(out.stderr.contains("no answer from address 9"), "{out:?}");
+
+    std::fs::write(&conf, "1 016 grid\n2 016 grod\n").unwrap();
+    let out = pzem_info(&["-d", &tty, "-c", conf_arg]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr.contains("line 2:") && out.stderr.contains("unknown role 'grod'"),
+        "{out:?}"
+    );
+    let out = pzem_info(&["-d", &tty, "-c", conf_arg, "-a", "7"]);
+    assert_eq!(out.code, 0, "-a does not need the file: {out:?}");
+    assert!(out.stdout.contains("at address 7"), "{out:?}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

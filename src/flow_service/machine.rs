@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 
 use crate::dbus::{Followed, SET_REJECTED, Value, WriteOutcome};
 use crate::energy_flow::{FlowConfig, FlowState, FlowTracker, Flows, Output, Source};
+use crate::venus::naming::valid_custom_name;
 use crate::venus::settings::parse_class_text;
 
 /// `/Mgmt/ProcessName`.
@@ -51,8 +52,6 @@ pub const MK2_CONNECTION: &str = "/dev/ttyUSB-pzem-energy";
 pub const DEFAULT_VEBUS_INSTANCE: i32 = 300;
 /// The instance asked for in `own` mode.
 pub const DEFAULT_OWN_INSTANCE: i32 = 0;
-/// Longest accepted `/CustomName`, bytes.
-pub const MAX_CUSTOM_NAME: usize = 64;
 /// How often a device-instance correction is written before the service goes on with the
 /// instance it needs, unstored.
 const STORE_TRIES: u8 = 3;
@@ -888,9 +887,7 @@ impl FlowService {
     /// A `SetValue` on the published service: only `/CustomName` is writable.
     pub fn handle_write(&mut self, _now: Instant, path: &str, value: &Value) -> WriteOutcome {
         match (path, value, self.registration.as_mut()) {
-            ("/CustomName", Value::Str(name), Some(r))
-                if name.len() <= MAX_CUSTOM_NAME && !name.chars().any(char::is_control) =>
-            {
+            ("/CustomName", Value::Str(name), Some(r)) if valid_custom_name(name) => {
                 r.custom_name.clone_from(name);
                 self.commands.push_back(Command::StoreCustomName(name.clone()));
                 WriteOutcome::Accept
@@ -1578,7 +1575,7 @@ mod tests {
             WriteOutcome::Accept
         );
         assert_eq!(drain(&mut m), [Command::StoreCustomName("Multi flows".into())]);
-        let long = "x".repeat(MAX_CUSTOM_NAME + 1);
+        let long = "x".repeat(crate::venus::naming::MAX_CUSTOM_NAME + 1);
         for (path, value) in [
             ("/CustomName", Value::from(long.as_str())),
             ("/CustomName", Value::from("a\nb")),

@@ -8,13 +8,11 @@ use std::time::Duration;
 
 use crate::dbus::Bus;
 use crate::energy_flow::FlowConfig;
-use crate::venus::config::{ConfigFile, section_entries, split_sections};
+use crate::venus::config::{ConfigFile, DEFAULT_CONFIG, read_config_with, section_entries, split_sections};
 
 use super::machine::{PublishMode, ServiceConfig};
 use super::service_loop::Config;
 
-/// The config file read when `-c` is not given, if it exists.
-pub const DEFAULT_CONFIG: &str = "/data/conf/pzem.conf";
 /// The state file when none is configured (`/data` survives firmware updates).
 pub const DEFAULT_STATE: &str = "/data/var/lib/pzem-venus/pzem-energy.state";
 /// The config file's section for pzem-energy.
@@ -142,26 +140,11 @@ fn service(given: Option<Given>, what: &str, flag: &str, config: &str) -> Result
     Ok(g.value)
 }
 
-/// The config file's text and name: `-c FILE` (which must be readable), else
-/// [`DEFAULT_CONFIG`] if it exists.
-fn config_text(flags: &Flags, read: &dyn Fn(&Path) -> io::Result<String>) -> Result<Option<(String, String)>, String> {
-    match &flags.config {
-        Some(p) => read(Path::new(p))
-            .map(|t| Some((p.clone(), t)))
-            .map_err(|e| format!("cannot read {p}: {e}")),
-        None => match read(Path::new(DEFAULT_CONFIG)) {
-            Ok(t) => Ok(Some((DEFAULT_CONFIG.to_owned(), t))),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(format!("cannot read {DEFAULT_CONFIG}: {e}")),
-        },
-    }
-}
-
 /// The options pzem-energy runs with, and warnings worth a log line (sections of the file
 /// that no program reads, e.g. a misspelt `[energy]`).
 pub fn resolve(flags: &Flags, read: &dyn Fn(&Path) -> io::Result<String>) -> Result<(Config, Vec<String>), String> {
     let mut warnings = Vec::new();
-    let (path, file) = match config_text(flags, read)? {
+    let (path, file) = match read_config_with(flags.config.as_deref(), read)? {
         Some((path, text)) => {
             let split: ConfigFile = split_sections(&text).map_err(|e| format!("{path}: {e}"))?;
             for s in split.unknown_sections() {

@@ -1,18 +1,19 @@
-//! Which meters to publish: `-m ADDR:MODEL:ROLE` flags and the config file.
+//! Which meters to publish: `-m ADDR:MODEL:ROLE[:NAME]` flags and the config file.
 //!
 //! The config file (default `/data/conf/pzem.conf`) holds one meter per
-//! line, the same three fields as `-m`, separated by `:` or white space;
-//! `#` starts a comment:
+//! line, the same fields as `-m`, separated by `:` or white space; `#`
+//! starts a comment:
 //!
 //! ```text
-//! # address  model  role
-//! 1          016    grid
+//! # address  model  role      name (optional, shown until the GUI gives one)
+//! 1          016    grid      Mains
 //! 2:016:acload
-//! 3          017    dcsource
+//! 3          017    dcsource  Wind charger
 //! ```
 //!
-//! The role may be left out: AC meters default to `grid`, DC to
-//! `dcsource`, and `auto` models get the default of what they turn out to be.
+//! The role may be left out (then the name too): AC meters default to
+//! `grid`, DC to `dcsource`, and `auto` models get the default of what they
+//! turn out to be.
 //!
 //! Two or three single-phase AC meters make one two- or three-phase meter
 //! when their addresses are joined with `+`, in phase order L1, L2, L3:
@@ -22,17 +23,27 @@
 //! # Sections
 //!
 //! One file configures every program of the project: a line `[name]` starts
-//! a section that belongs to one program, up to the next header. The meter
-//! lines are those before the first header, and those of a `[meters]`
-//! section (pzem-dbus's). Each program reads its own sections and ignores
-//! the others' contents ([`split_sections`]); a malformed header is an
-//! error for every program, since no one can tell whose lines follow it.
-//! Sections other than the meters hold `key = value` lines (or `key value`),
-//! read with [`section_entries`]:
+//! a section that belongs to one program, up to the next header. The general
+//! meter lines are those before the first header, and those of a `[meters]`
+//! section (pzem-dbus's); they apply to every line pzem-dbus runs on. A
+//! `[meters PORT]` section holds the meters of one line, named by its tty
+//! (`ttyUSB0`), its adapter's USB serial number or a gateway's `host:port`
+//! ([`port_config`]). A meters section may also set the poll timing:
+//! `interval-ms = MS` and `timeout-ms = MS`.
+//!
+//! Each program reads its own sections and ignores the others' contents
+//! ([`split_sections`]); a malformed header is an error for every program,
+//! since no one can tell whose lines follow it. Sections other than the
+//! meters hold `key = value` lines (or `key value`), read with
+//! [`section_entries`]:
 //!
 //! ```text
 //! 1 016 grid
 //! 2 016 acload
+//!
+//! [meters A10K3x9]
+//! interval-ms = 500
+//! 1 017 dcsource
 //!
 //! [energy]
 //! ac-in  = com.victronenergy.grid.pzem_ttyUSB0_1
@@ -40,15 +51,17 @@
 //! ```
 
 use std::fmt;
+use std::time::Duration;
 
 use crate::address::Address;
 use crate::model::{Family, ModelChoice, UnknownModel};
 
+use super::naming::{MAX_CUSTOM_NAME, valid_custom_name};
 use super::role::Role;
 
 /// One meter to publish: a single meter, or single-phase AC meters grouped
 /// as one multi-phase meter.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MeterSpec {
     /// Its Modbus unit address; in a group, the L1 meter's (it names the
     /// service).
@@ -59,6 +72,8 @@ pub struct MeterSpec {
     pub model: ModelChoice,
     /// Its role; `None` means the default for its family.
     pub role: Option<Role>,
+    /// Its name, shown while the GUI has given it none (`/CustomName`).
+    pub name: Option<String>,
 }
 
 /// A meter spec that could not be parsed.
@@ -81,6 +96,7 @@ impl MeterSpec {
             more_phases: [None; 2],
             model,
             role,
+            name: None,
         }
     }
 
@@ -94,20 +110,41 @@ impl MeterSpec {
         1 + self.more_phases.iter().flatten().count()
     }
 
-    /// Parse `ADDR[+ADDR[+ADDR]]:MODEL[:ROLE]` (fields may also be separated by
-    /// white space).
+    /// Parse `ADDR[+ADDR[+ADDR]]:MODEL[:ROLE[:NAME]]` (fields may also be
+    /// separated by white space). The name is the rest of the text after the
+    /// role, spaces included, optionally in double quotes.
     pub fn parse(text: &str) -> Result<MeterSpec, SpecError> {
-        let fields: Vec<&str> = text
-            .split(|c: char| c == ':' || c.is_whitespace())
-            .filter(|f| !f.is_empty())
-            .collect();
+        let is_separator = |c: char| c == ':' || c.is_whitespace();
+        let mut fields: Vec<&str> = Vec::with_capacity(3);
+        let mut rest = text.trim_start_matches(is_separator);
+        while fields.len() < 3 && !rest.is_empty() {
+            let end = rest.find(is_separator).unwrap_or(rest.len());
+            fields.push(&rest[..end]);
+            rest = rest[end..].trim_start_matches(is_separator);
+        }
         let (addr, model, role) = match fields.as_slice() {
-            [a, m] => (a, m, None),
-            [a, m, r] => (a, m, Some(r)),
+            [a, m] => (*a, *m, None),
+            [a, m, r] => (*a, *m, Some(*r)),
             _ => {
                 return Err(SpecError(format!(
                     "'{text}': expected ADDRESS:MODEL:ROLE, e.g. 1:016:grid"
                 )));
+            }
+        };
+        let name = match rest.trim() {
+            "" => None,
+            n => {
+                let n = n
+                    .strip_prefix('"')
+                    .and_then(|n| n.strip_suffix('"'))
+                    .unwrap_or(n)
+                    .trim();
+                if !valid_custom_name(n) {
+                    return Err(SpecError(format!(
+                        "'{text}': the name after the role is at most {MAX_CUSTOM_NAME} bytes of printable text"
+                    )));
+                }
+                (!n.is_empty()).then(|| n.to_string())
             }
         };
         let mut group = addr.split('+');
@@ -131,7 +168,14 @@ impl MeterSpec {
         }
         let role = match role {
             None => None,
-            Some(r) => Some(r.parse::<Role>().map_err(|e| SpecError(format!("'{text}': {e}")))?),
+            Some(r) => Some(r.parse::<Role>().map_err(|e| {
+                let hint = if name.is_some() {
+                    " (a name comes after the role)"
+                } else {
+                    ""
+                };
+                SpecError(format!("'{text}': {e}{hint}"))
+            })?),
         };
         if let (ModelChoice::Known(m), Some(r)) = (model, role)
             && m.family() != r.family()
@@ -148,6 +192,7 @@ impl MeterSpec {
             more_phases,
             model,
             role,
+            name,
         };
         let mut seen: Vec<Address> = Vec::with_capacity(3);
         for a in spec.addresses() {
@@ -188,18 +233,140 @@ pub fn parse_address_and_model(address: &str, model: &str) -> Result<(Address, M
     Ok((address, model))
 }
 
-/// Parse a config file's meters (the lines before the first section header
-/// and in `[meters]`; other sections are not looked at); an error names the
-/// line.
-pub fn parse_config(text: &str) -> Result<Vec<MeterSpec>, SpecError> {
-    let file = split_sections(text)?;
-    let mut meters: Vec<MeterSpec> = Vec::new();
-    for (n, line) in &file.meter_lines {
-        let spec = MeterSpec::parse(line).map_err(|e| SpecError(format!("line {n}: {e}")))?;
-        check_unique(&meters, &spec).map_err(|e| SpecError(format!("line {n}: {e}")))?;
-        meters.push(spec);
+/// Where every program looks for the config file when not told otherwise.
+pub const DEFAULT_CONFIG: &str = "/data/conf/pzem.conf";
+
+/// The config file's path and text: `explicit` (`-c FILE`), which must be
+/// readable, else [`DEFAULT_CONFIG`] when it exists; `Ok(None)` when there
+/// is none. An error says which file could not be read and why.
+pub fn read_config(explicit: Option<&str>) -> Result<Option<(String, String)>, String> {
+    read_config_with(explicit, &|p| std::fs::read_to_string(p))
+}
+
+/// [`read_config`] with the reading done by `read` (tests hand in files).
+pub fn read_config_with(
+    explicit: Option<&str>,
+    read: &dyn Fn(&std::path::Path) -> std::io::Result<String>,
+) -> Result<Option<(String, String)>, String> {
+    let path = explicit.unwrap_or(DEFAULT_CONFIG);
+    match read(std::path::Path::new(path)) {
+        Ok(text) => Ok(Some((path.to_owned(), text))),
+        Err(e) if explicit.is_none() && e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("cannot read {path}: {e}")),
     }
-    Ok(meters)
+}
+
+/// What the config file says for one line: its meters and poll timing.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PortConfig {
+    /// The meters, in file order; empty: none configured (pzem-dbus scans).
+    pub meters: Vec<MeterSpec>,
+    /// `interval-ms`: time between polls of each meter (zero: back to back).
+    pub interval: Option<Duration>,
+    /// `timeout-ms`: the reply timeout.
+    pub timeout: Option<Duration>,
+}
+
+/// The keys a meters section may hold besides meter lines.
+pub const METER_KEYS: [&str; 2] = ["interval-ms", "timeout-ms"];
+
+/// The shortest reply timeout accepted, ms: a PZEM needs more than this to
+/// answer at all.
+pub const MIN_TIMEOUT_MS: u64 = 20;
+
+/// Parse a config file's meter sections for the line known by `names` (its
+/// tty's base name, its adapter's USB serial number, or `host:port`).
+///
+/// The general meter lines (before the first header and in `[meters]`)
+/// apply to every line; a `[meters PORT]` section whose PORT is one of
+/// `names` replaces them for that line, its meters and keys each taking the
+/// place of the general ones when it has any. Every meters section is
+/// checked, whichever line it is for, so that a mistake is found on any
+/// line; an error names the line and the fix.
+pub fn port_config(text: &str, names: &[&str]) -> Result<PortConfig, SpecError> {
+    let file = split_sections(text)?;
+    let general = meters_section(&file.meter_lines)?;
+    let mut chosen: Option<PortConfig> = None;
+    let mut ports: Vec<(&str, usize)> = Vec::new();
+    for section in file.sections.iter().filter(|s| s.name == METERS_SECTION) {
+        let Some(port) = section.port.as_deref() else {
+            continue;
+        };
+        if let Some((_, first)) = ports.iter().find(|(p, _)| *p == port) {
+            return Err(SpecError(format!(
+                "line {}: a second [meters {port}] section (the first is on line {first}); put all its meters in one",
+                section.line
+            )));
+        }
+        ports.push((port, section.line));
+        let own = meters_section(&section.lines)?;
+        if names.contains(&port) && chosen.is_none() {
+            chosen = Some(own);
+        }
+    }
+    Ok(match chosen {
+        None => general,
+        Some(own) => PortConfig {
+            meters: if own.meters.is_empty() {
+                general.meters
+            } else {
+                own.meters
+            },
+            interval: own.interval.or(general.interval),
+            timeout: own.timeout.or(general.timeout),
+        },
+    })
+}
+
+/// The general meters of a config file (before the first header and in
+/// `[meters]`), as [`port_config`] gives them to a line without a section of
+/// its own.
+pub fn parse_config(text: &str) -> Result<Vec<MeterSpec>, SpecError> {
+    Ok(port_config(text, &[])?.meters)
+}
+
+/// One meters section: meter lines, and `key = value` lines of [`METER_KEYS`].
+fn meters_section(lines: &[(usize, String)]) -> Result<PortConfig, SpecError> {
+    let mut config = PortConfig::default();
+    let mut keys_seen: Vec<(&str, usize)> = Vec::new();
+    for (n, line) in lines {
+        let n = *n;
+        if let Some((key, value)) = line.split_once('=') {
+            let (key, value) = (key.trim(), value.trim());
+            let Some(key) = METER_KEYS.iter().copied().find(|k| *k == key) else {
+                return Err(SpecError(format!(
+                    "line {n}: unknown key '{key}' among the meters; the keys are {}",
+                    METER_KEYS.join(", ")
+                )));
+            };
+            if let Some((_, first)) = keys_seen.iter().find(|(k, _)| *k == key) {
+                return Err(SpecError(format!(
+                    "line {n}: '{key}' is given twice in this section (first on line {first}); keep one"
+                )));
+            }
+            keys_seen.push((key, n));
+            let min = if key == "timeout-ms" { MIN_TIMEOUT_MS } else { 0 };
+            let ms = match value.parse::<u64>() {
+                Ok(v) if v >= min && v <= 3_600_000 => v,
+                _ => {
+                    return Err(SpecError(format!(
+                        "line {n}: {key} takes whole milliseconds from {min} to 3600000, not '{value}'"
+                    )));
+                }
+            };
+            let slot = if key == "timeout-ms" {
+                &mut config.timeout
+            } else {
+                &mut config.interval
+            };
+            *slot = Some(Duration::from_millis(ms));
+            continue;
+        }
+        let spec = MeterSpec::parse(line).map_err(|e| SpecError(format!("line {n}: {e}")))?;
+        check_unique(&config.meters, &spec).map_err(|e| SpecError(format!("line {n}: {e}")))?;
+        config.meters.push(spec);
+    }
+    Ok(config)
 }
 
 /// The name of the section that holds meter lines (besides the lines before
@@ -211,11 +378,14 @@ pub const METERS_SECTION: &str = "meters";
 /// GX scripts (`scripts/venus/`: which services run, the adapter pin), not by a binary.
 pub const KNOWN_SECTIONS: [&str; 5] = [METERS_SECTION, "energy", "logger", "web", "install"];
 
-/// One `[name]` section other than the meters, its lines not interpreted.
+/// One `[name]` section other than the general meters, its lines not
+/// interpreted.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Section {
     /// The name between the brackets.
     pub name: String,
+    /// For `[meters PORT]`, the port; `None` for every other section.
+    pub port: Option<String>,
     /// The line number of its header (1-based).
     pub line: usize,
     /// Its non-empty lines, comments removed and trimmed, with their line
@@ -226,10 +396,11 @@ pub struct Section {
 /// A config file split into meter lines and sections.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ConfigFile {
-    /// The meter lines (before the first header, and in `[meters]`), comments
-    /// removed and trimmed, with their line numbers.
+    /// The general meter lines (before the first header, and in `[meters]`),
+    /// comments removed and trimmed, with their line numbers.
     pub meter_lines: Vec<(usize, String)>,
-    /// Every other section, in file order (a name may repeat).
+    /// Every other section, `[meters PORT]` included, in file order (a name
+    /// may repeat).
     pub sections: Vec<Section>,
 }
 
@@ -244,11 +415,11 @@ impl ConfigFile {
 }
 
 /// Split a config file into meter lines and sections. Only the headers are
-/// checked: `[name]` with a name of lower-case letters, digits and `-`; an
-/// error names the line and shows the fix.
+/// checked: `[name]` with a name of lower-case letters, digits and `-`, or
+/// `[meters PORT]`; an error names the line and shows the fix.
 pub fn split_sections(text: &str) -> Result<ConfigFile, SpecError> {
     let mut file = ConfigFile::default();
-    // `None`: in the meter lines.
+    // `None`: in the general meter lines.
     let mut current: Option<usize> = None;
     for (i, raw) in text.lines().enumerate() {
         let n = i + 1;
@@ -257,27 +428,18 @@ pub fn split_sections(text: &str) -> Result<ConfigFile, SpecError> {
             continue;
         }
         if line.starts_with('[') || line.ends_with(']') {
-            let name = line
-                .strip_prefix('[')
-                .and_then(|l| l.strip_suffix(']'))
-                .map(str::trim)
-                .filter(|name| {
-                    !name.is_empty()
-                        && name
-                            .bytes()
-                            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-                })
-                .ok_or_else(|| {
-                    SpecError(format!(
-                        "line {n}: '{line}' is not a section header; write it as [name] on a line of its own, \
-                         e.g. [energy]"
-                    ))
-                })?;
-            if name == METERS_SECTION {
+            let (name, port) = parse_header(line).ok_or_else(|| {
+                SpecError(format!(
+                    "line {n}: '{line}' is not a section header; write it as [name] on a line of its own, \
+                     e.g. [energy], or [meters PORT] for one line's meters"
+                ))
+            })?;
+            if name == METERS_SECTION && port.is_none() {
                 current = None;
             } else {
                 file.sections.push(Section {
                     name: name.to_string(),
+                    port: port.map(str::to_string),
                     line: n,
                     lines: Vec::new(),
                 });
@@ -291,6 +453,28 @@ pub fn split_sections(text: &str) -> Result<ConfigFile, SpecError> {
         }
     }
     Ok(file)
+}
+
+/// `[name]` or `[meters PORT]`: the name, and the port. A port is a tty's
+/// base name, a USB serial number or `host:port`: letters, digits and
+/// `._:-`.
+fn parse_header(line: &str) -> Option<(&str, Option<&str>)> {
+    let inner = line.strip_prefix('[')?.strip_suffix(']')?.trim();
+    let (name, port) = match inner.split_once(char::is_whitespace) {
+        Some((name, port)) => (name, Some(port.trim())),
+        None => (inner, None),
+    };
+    let name_ok = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    let port_ok = port.is_none_or(|p| {
+        name == METERS_SECTION
+            && !p.is_empty()
+            && p.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+    });
+    (name_ok && port_ok).then_some((name, port))
 }
 
 /// One `key = value` line of a section.
@@ -475,6 +659,125 @@ mod tests {
         // Sections after the meter lines belong to other services.
         let m = parse_config("1 016 grid\n[logger]\ninterval = 60\n[web]\nlisten = 0.0.0.0:8088\n").unwrap();
         assert_eq!(m.len(), 1);
+    }
+
+    #[test]
+    fn names_follow_the_role() {
+        let s = MeterSpec::parse("1 016 grid Main house").unwrap();
+        assert_eq!((s.role, s.name.as_deref()), (Some(Role::Grid), Some("Main house")));
+        let s = MeterSpec::parse("2:017:dcsource:Wind: north").unwrap();
+        assert_eq!(s.name.as_deref(), Some("Wind: north"));
+        let s = MeterSpec::parse("3 016 acload \"  Shed  \"").unwrap();
+        assert_eq!(s.name.as_deref(), Some("Shed"));
+        assert_eq!(MeterSpec::parse("4 016 acload").unwrap().name, None);
+        assert_eq!(MeterSpec::parse("4 016 acload \"\"").unwrap().name, None);
+        let e = MeterSpec::parse("5 016 Main house").unwrap_err();
+        assert!(
+            e.0.contains("unknown role") && e.0.contains("a name comes after the role"),
+            "{e}"
+        );
+        let e = MeterSpec::parse(&format!("6 016 grid {}", "x".repeat(65))).unwrap_err();
+        assert!(e.0.contains("at most 64 bytes"), "{e}");
+        assert!(MeterSpec::parse(&format!("6 016 grid {}", "x".repeat(64))).is_ok());
+    }
+
+    #[test]
+    fn the_installed_example_s_meter_lines_parse_when_uncommented() {
+        let example = include_str!("../../scripts/venus/pzem.conf.example");
+        let meters_part = example.split("# --- [install]").next().unwrap();
+        let uncommented: String = meters_part
+            .lines()
+            .filter_map(|l| l.strip_prefix("# "))
+            .filter(|l| {
+                l.starts_with(|c: char| c.is_ascii_digit())
+                    || l.starts_with("[meters ")
+                    || l.starts_with("interval-ms =")
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let everywhere = port_config(&uncommented, &["ttyUSB0"]).unwrap();
+        assert_eq!(everywhere.meters.len(), 4);
+        assert_eq!(everywhere.meters[3].name.as_deref(), Some("Roof array"));
+        let own = port_config(&uncommented, &["ttyUSB1", "A10K3x9"]).unwrap();
+        assert_eq!((own.meters.len(), own.interval), (1, Some(Duration::from_millis(500))));
+    }
+
+    const PORTS: &str = "\
+interval-ms = 2000
+1 016 grid House
+2 016 acload
+[meters ttyUSB1]
+5 017 dcsource Wind
+timeout-ms = 150
+[energy]
+ac-in = x
+[meters A10K3x9]
+interval-ms = 500
+";
+
+    #[test]
+    fn each_line_gets_its_own_meters_and_timing() {
+        let addresses = |c: &PortConfig| c.meters.iter().map(|m| m.address.get()).collect::<Vec<_>>();
+        let ms = Duration::from_millis;
+        // A line without a section of its own: the general meters and timing.
+        let c = port_config(PORTS, &["ttyUSB0"]).unwrap();
+        assert_eq!(addresses(&c), [1, 2]);
+        assert_eq!((c.interval, c.timeout), (Some(ms(2000)), None));
+        assert_eq!(c.meters[0].name.as_deref(), Some("House"));
+        // Its own meters replace the general ones; its keys override theirs.
+        let c = port_config(PORTS, &["ttyUSB1", "A10K3x9"]).unwrap();
+        assert_eq!(addresses(&c), [5]);
+        assert_eq!((c.interval, c.timeout), (Some(ms(2000)), Some(ms(150))));
+        // A section with keys only keeps the general meters.
+        let c = port_config(PORTS, &["ttyUSB2", "A10K3x9"]).unwrap();
+        assert_eq!(addresses(&c), [1, 2]);
+        assert_eq!(c.interval, Some(ms(500)));
+        assert_eq!(parse_config(PORTS).unwrap().len(), 2);
+        // Only port sections: other lines scan (no meters).
+        let c = port_config("[meters ttyUSB1]\n1 016\n", &["ttyUSB0"]).unwrap();
+        assert_eq!(c, PortConfig::default());
+        // A port may be host:port.
+        let c = port_config("[meters 10.0.0.5:502]\n3 016\n", &["10.0.0.5:502"]).unwrap();
+        assert_eq!(addresses(&c), [3]);
+    }
+
+    #[test]
+    fn every_meters_section_is_checked_on_every_line() {
+        let err = |t: &str| port_config(t, &["ttyUSB0"]).unwrap_err().0;
+        assert!(err("[meters ttyUSB9]\n1 018\n").starts_with("line 2:"));
+        assert_eq!(
+            err("[meters ttyUSB9]\n1 016\n[meters ttyUSB9]\n"),
+            "line 3: a second [meters ttyUSB9] section (the first is on line 1); put all its meters in one"
+        );
+        assert_eq!(
+            err("interval = 5\n"),
+            "line 1: unknown key 'interval' among the meters; the keys are interval-ms, timeout-ms"
+        );
+        assert_eq!(
+            err("interval-ms = 5\ninterval-ms = 6\n"),
+            "line 2: 'interval-ms' is given twice in this section (first on line 1); keep one"
+        );
+        assert_eq!(
+            err("timeout-ms = 19\n"),
+            "line 1: timeout-ms takes whole milliseconds from 20 to 3600000, not '19'"
+        );
+        assert!(err("interval-ms = -1\n").contains("not '-1'"));
+        assert_eq!(
+            port_config("interval-ms = 0\n", &[]).unwrap().interval,
+            Some(Duration::ZERO),
+            "0: back to back"
+        );
+        assert!(err("[meters ttyUSB1]\n1 016\n1 017\n").contains("twice"));
+        // The same address on two lines is fine.
+        assert!(port_config("1 016\n[meters ttyUSB1]\n1 016\n", &[]).is_ok());
+        for bad in [
+            "[energy ttyUSB0]",
+            "[meters tty USB0]",
+            "[meters tty/USB0]",
+            "[meters ]x",
+        ] {
+            assert!(err(&format!("{bad}\n")).contains("[meters PORT]"), "{bad}");
+        }
     }
 
     const WITH_SECTIONS: &str = "\

@@ -41,7 +41,7 @@ use crate::{AcReading, DcReading, Reading, ac, dc};
 
 use super::config::MeterSpec;
 use super::layout::{MeterIdentity, PhaseUpdate, Update};
-use super::naming::PortId;
+use super::naming::{PortId, valid_custom_name};
 use super::presence::{Presence, PresenceChange};
 use super::role::Role;
 use super::settings::{ClassAndInstance, DeviceRecord, Field, PREFERRED_INSTANCE, SettingChange};
@@ -245,6 +245,15 @@ struct Meter {
     phases: Vec<PhaseMeter>,
 }
 
+/// The name a meter shows: the one given in the GUI (localsettings), else
+/// the configured one.
+fn shown_name<'a>(spec: &'a MeterSpec, record: &'a DeviceRecord) -> &'a str {
+    match &spec.name {
+        Some(configured) if record.custom_name.is_empty() => configured,
+        _ => &record.custom_name,
+    }
+}
+
 /// The state of one Modbus meter (a phase of a group, or a single meter).
 struct PhaseMeter {
     address: Address,
@@ -386,7 +395,7 @@ impl MeterLine {
         let meters: Vec<Meter> = specs
             .iter()
             .map(|spec| Meter {
-                spec: *spec,
+                spec: spec.clone(),
                 id: config.port.settings_id(spec.address.get()),
                 family: spec.model.family(),
                 record: None,
@@ -506,13 +515,18 @@ impl MeterLine {
                 }
                 _ => return WriteOutcome::Reject(SET_REJECTED),
             },
-            ("/CustomName", Value::Str(name)) if name.len() <= 64 && !name.chars().any(char::is_control) => {
+            ("/CustomName", Value::Str(name)) if valid_custom_name(name) => {
                 record.custom_name.clone_from(name);
-                Some(Command::StoreSetting {
+                self.commands.push_back(Command::StoreSetting {
                     address,
                     field: Field::CustomName,
                     value: Value::Str(name.clone()),
-                })
+                });
+                // Cleared in the GUI: the configured name shows again.
+                return match &m.spec.name {
+                    Some(configured) if name.is_empty() => WriteOutcome::AcceptAs(Value::Str(configured.clone())),
+                    _ => WriteOutcome::Accept,
+                };
             }
             ("/Position", Value::Int(p)) => match record.role.position() {
                 Some(kind) if (0..=i64::from(kind.max())).contains(p) => {
@@ -566,10 +580,11 @@ impl MeterLine {
                 let name = change.value.as_str().unwrap_or("");
                 if name != record.custom_name {
                     record.custom_name = name.to_owned();
+                    let shown = shown_name(&m.spec, record).to_owned();
                     self.commands.push_back(Command::SetPath {
                         address,
                         path: "/CustomName",
-                        value: Value::Str(name.to_owned()),
+                        value: Value::Str(shown),
                     });
                 }
             }
@@ -715,7 +730,7 @@ impl MeterLine {
             model: m.model(),
             role: record.role,
             instance: record.instance,
-            custom_name: record.custom_name,
+            custom_name: shown_name(&m.spec, &record).to_owned(),
             position: record.position,
             connection: self.config.port.connection(address),
             serial: m.id.clone(),
@@ -1611,6 +1626,75 @@ mod tests {
                 }
             ]
         );
+    }
+
+    #[test]
+    fn the_configured_name_shows_until_the_gui_gives_one() {
+        let mut named = spec(1, "016", Some(Role::Grid));
+        named.name = Some("Mains".into());
+        for settings in [true, false] {
+            let mut rig = Rig::new(
+                config(vec![named.clone()]),
+                vec![SimMeter::new(Model::Pzem016, 1)],
+                settings,
+            );
+            rig.run_for(SECOND);
+            let shown: Vec<String> = rig
+                .log
+                .iter()
+                .filter_map(|(_, c)| match c {
+                    Command::StartService { identity, .. } => Some(identity.custom_name.clone()),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(shown, ["Mains"], "with localsettings: {settings}");
+        }
+        let mut rig = Rig::new(config(vec![named]), vec![SimMeter::new(Model::Pzem016, 1)], true);
+        rig.run_for(SECOND);
+        let id = rig.line.meter_id(addr(1)).unwrap().to_owned();
+        let now = rig.now;
+        // A name given in the GUI wins; clearing it shows the configured one again.
+        assert_eq!(
+            rig.line.handle_write(now, addr(1), "/CustomName", &"Grid in".into()),
+            WriteOutcome::Accept
+        );
+        assert_eq!(
+            rig.line.handle_write(now, addr(1), "/CustomName", &"".into()),
+            WriteOutcome::AcceptAs("Mains".into())
+        );
+        let stored: Vec<Value> = std::iter::from_fn(|| rig.line.poll_command())
+            .filter_map(|c| match c {
+                Command::StoreSetting {
+                    field: Field::CustomName,
+                    value,
+                    ..
+                } => Some(value),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            stored,
+            [Value::from("Grid in"), Value::from("")],
+            "the GUI's names are stored, not the file's"
+        );
+        let change = |value: &str| SettingChange {
+            id: id.clone(),
+            field: Field::CustomName,
+            value: value.into(),
+        };
+        rig.line.handle_setting(now, change("Boat"));
+        rig.line.handle_setting(now, change(""));
+        let set: Vec<Value> = std::iter::from_fn(|| rig.line.poll_command())
+            .filter_map(|c| match c {
+                Command::SetPath {
+                    path: "/CustomName",
+                    value,
+                    ..
+                } => Some(value),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(set, [Value::from("Boat"), Value::from("Mains")]);
     }
 
     #[test]

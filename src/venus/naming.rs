@@ -9,6 +9,18 @@
 //! across reboots and re-plugging), else the same base name. For TCP both
 //! use the host and port.
 
+use crate::line::Line;
+
+/// Longest accepted custom name (`/CustomName`), bytes.
+pub const MAX_CUSTOM_NAME: usize = 64;
+
+/// Whether `name` may be a device's custom name: at most
+/// [`MAX_CUSTOM_NAME`] bytes, no control characters. The one rule for
+/// writes to `/CustomName` and names in the config file.
+pub fn valid_custom_name(name: &str) -> bool {
+    name.len() <= MAX_CUSTOM_NAME && !name.chars().any(char::is_control)
+}
+
 /// Make `text` usable inside a D-Bus name element and a settings path:
 /// only `[A-Za-z0-9_]`, everything else becomes `_`.
 pub fn sanitise(text: &str) -> String {
@@ -81,6 +93,26 @@ impl PortId {
     pub fn connection(&self, address: u8) -> String {
         format!("{}:{address}", self.connection)
     }
+}
+
+/// The names a config file's `[meters PORT]` section may give the line by:
+/// the base name of the path as given and of the tty it leads to
+/// (`ttyUSB0`, a `/dev/serial/by-id/` link's name), the adapter's USB serial
+/// number, or a gateway's `host:port`.
+pub fn config_names(line: &Line) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    match line {
+        Line::Serial(path) => {
+            names.push(base_name(path).to_string());
+            if let Some(real) = std::fs::canonicalize(path).ok().as_deref().and_then(|p| p.to_str()) {
+                names.push(base_name(real).to_string());
+            }
+            names.extend(usb_serial_of(path));
+        }
+        Line::RtuOverTcp(addr) | Line::ModbusTcp(addr) => names.push(addr.clone()),
+    }
+    names.dedup();
+    names
 }
 
 /// Look up the USB serial number of the adapter behind a tty in sysfs
