@@ -757,9 +757,13 @@ fn the_wrong_architecture_is_refused_and_nothing_is_written() {
     let root = gx.root();
     let ran = gx.tripwire_bins(&[], &[]);
     let before = snapshot(&root, true);
+    let other_bundle = format!(
+        "install pzem-venus-{}-aarch64.tar.gz instead",
+        env!("CARGO_PKG_VERSION")
+    );
     for (machine, says) in [
         ("x86_64", "runs on Venus OS GX devices"),
-        ("aarch64", "install pzem-venus-0.1.0-aarch64.tar.gz instead"),
+        ("aarch64", other_bundle.as_str()),
         ("armv6l", "runs on Venus OS GX devices"),
     ] {
         gx.set_uname(machine);
