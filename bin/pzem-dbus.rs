@@ -10,7 +10,8 @@ use pzem::Line;
 use pzem::cli::{self, Program};
 use pzem::dbus::Bus;
 use pzem::venus::config::{
-    DEFAULT_CONFIG, MIN_TIMEOUT_MS, MeterSpec, PortConfig, check_unique, port_config, read_config, split_sections,
+    DEFAULT_CONFIG, MAX_TIMING_MS, MIN_TIMEOUT_MS, MeterSpec, PortConfig, check_unique, port_config, read_config,
+    split_sections,
 };
 use pzem::venus::discovery::{DEFAULT_RANGE, parse_range};
 use pzem::venus::meter_line::ExitReason;
@@ -70,7 +71,12 @@ fn main() -> ExitCode {
         "HOST:PORT",
     );
     opts.optflag("", "modbus-tcp", "with --tcp: the gateway speaks Modbus TCP");
-    opts.optmulti("m", "meter", "a meter on the line", "ADDR:MODEL:ROLE");
+    opts.optmulti(
+        "m",
+        "meter",
+        "a meter on the line (then no config file is read)",
+        "ADDR:MODEL:ROLE[:NAME]",
+    );
     opts.optopt(
         "c",
         "config",
@@ -140,33 +146,38 @@ fn main() -> ExitCode {
     };
     // `--NAME N`: a whole number of at least `min` in the flag's unit; else the config
     // file's value, else the default.
-    let number = |name: &str, configured: Option<u64>, default: u64, min: u64, unit: &str| -> Result<u64, String> {
-        match matches.opt_str(name) {
+    let number =
+        |name: &str, configured: Option<u64>, default: u64, range: RangeInclusive<u64>, unit: &str| match matches
+            .opt_str(name)
+        {
             None => Ok(configured.unwrap_or(default)),
             Some(t) => match t.parse::<u64>() {
-                Ok(v) if v >= min => Ok(v),
-                _ => Err(format!("--{name} takes whole {unit}, at least {min}, not '{t}'")),
+                Ok(v) if range.contains(&v) => Ok(v),
+                _ => Err(format!(
+                    "--{name} takes whole {unit} from {} to {}, not '{t}'",
+                    range.start(),
+                    range.end()
+                )),
             },
-        }
-    };
+        };
     let ms = |d: Option<Duration>| d.map(|d| d.as_millis() as u64);
     let parsed = (|| -> Result<Config, String> {
         let poll_interval = Duration::from_millis(number(
             "interval",
             ms(from_file.interval),
             INTERVAL_MS,
-            0,
+            0..=MAX_TIMING_MS,
             "milliseconds",
         )?);
         let timeout = Duration::from_millis(number(
             "timeout",
             ms(from_file.timeout),
             TIMEOUT_MS,
-            MIN_TIMEOUT_MS,
+            MIN_TIMEOUT_MS..=MAX_TIMING_MS,
             "milliseconds",
         )?);
-        let settings_wait = number("settings-wait", None, SETTINGS_WAIT_S, 0, "seconds")?;
-        let silent_exit = number("silent-exit", None, SILENT_EXIT_S, 0, "seconds")?;
+        let settings_wait = number("settings-wait", None, SETTINGS_WAIT_S, 0..=3600, "seconds")?;
+        let silent_exit = number("silent-exit", None, SILENT_EXIT_S, 0..=86_400, "seconds")?;
         Ok(Config {
             line,
             meters: from_file.meters,
@@ -221,27 +232,28 @@ fn meters(matches: &getopts::Matches, names: &[&str]) -> Result<(PortConfig, Opt
     }
 }
 
-/// Meters from -m (with the config file's timing), else the config file's.
+/// Meters from -m (the config file is not read), else the config file's for this line,
+/// with its timing.
 fn configured(matches: &getopts::Matches, names: &[&str]) -> Result<PortConfig, String> {
-    let mut config = match read_config(matches.opt_str("c").as_deref())? {
+    let flags = matches.opt_strs("m");
+    if !flags.is_empty() {
+        let mut config = PortConfig::default();
+        for text in &flags {
+            let spec = MeterSpec::parse(text).map_err(|e| format!("-m {e}"))?;
+            check_unique(&config.meters, &spec).map_err(|e| format!("-m {text}: {e}"))?;
+            config.meters.push(spec);
+        }
+        return Ok(config);
+    }
+    match read_config(matches.opt_str("c").as_deref())? {
         Some((path, text)) => {
             let config = port_config(&text, names).map_err(|e| format!("{path}: {e}"))?;
             let file = split_sections(&text).map_err(|e| format!("{path}: {e}"))?;
             if file.sections.is_empty() && config == PortConfig::default() {
                 return Err(format!("{path}: no meters in it (one ADDR MODEL ROLE per line)"));
             }
-            config
+            Ok(config)
         }
-        None => PortConfig::default(),
-    };
-    let flags = matches.opt_strs("m");
-    if !flags.is_empty() {
-        config.meters.clear();
-        for text in &flags {
-            let spec = MeterSpec::parse(text).map_err(|e| format!("-m {e}"))?;
-            check_unique(&config.meters, &spec).map_err(|e| format!("-m {text}: {e}"))?;
-            config.meters.push(spec);
-        }
+        None => Ok(PortConfig::default()),
     }
-    Ok(config)
 }

@@ -51,8 +51,10 @@ on a terminal; without a terminal it needs --yes.
 
 Output: aligned text with units, or with --json one JSON document on stdout
 with the same content (\"ok\": true); when a meter fails, the document has
-\"ok\": false and an \"error\" with the exit code and the message. Errors and
-the confirmation prompt go to stderr.
+\"ok\": false and an \"error\" with the exit code and the message. Showing the
+configured meters (no -a), --json prints an array of such documents, one per
+meter, and the exit code is the first failure's. Errors and the confirmation
+prompt go to stderr.
 
 Timeouts: --timeout MS is the reply timeout, 250 ms by default; in --scan it
 is the time given to each address, 100 ms by default (no retries; addresses
@@ -389,7 +391,7 @@ fn show_configured<T: Transport>(cli: &Cli, client: &mut Client<T>, stop_bits: S
                     ));
                 } else {
                     let gap = if n == 0 { "" } else { "\n" };
-                    out(&format!("{gap}# {note}\nno answer: see the error above\n"));
+                    out(&format!("{gap}# {note}\nfailed: see the error above\n"));
                 }
             }
         }

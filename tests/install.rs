@@ -438,8 +438,11 @@ fn install_reinstall_firmware_update_uninstall_on_a_scratch_gx() {
     let r = gx.r();
     // The owner's config and history exist already; the bundle has pzem-energy and
     // pzem-logger but no pzem-web, and every binary is a tripwire.
+    // It has a port's own meters section, which the installer's reading of [install] must
+    // pass over as pzem-dbus's.
     let conf = "# mine\n1 016 grid\n2 017 dcsource\n\n[install]\npzem-energy = yes\npzem-logger = no\n\
-                pzem-web = yes\npin-adapter = A10K3x9\n\n[energy]\nac-in = com.victronenergy.grid.pzem_ttyUSB0_1\n";
+                pzem-web = yes\npin-adapter = A10K3x9\n\n[meters A10K3x9]\ninterval-ms = 500\n\
+                1 017 dcsystem Battery bank\n\n[energy]\nac-in = com.victronenergy.grid.pzem_ttyUSB0_1\n";
     write(&root.join("data/conf/pzem.conf"), conf, 0o600);
     write(
         &root.join("data/var/lib/pzem-venus/pzem_ttyUSB0_1.energy"),

@@ -159,8 +159,9 @@ read_install() {
             gsub(/^[ \t\r]+|[ \t\r]+$/, "", line)
             if (line == "") next
             if (substr(line, 1, 1) == "[" || substr(line, length(line)) == "]") {
-                if (line !~ /^\[[ \t]*[a-z0-9-]+[ \t]*\]$/)
-                    fail("\047" line "\047 is not a section header; write it as [name] on a line of its own, e.g. [install]")
+                # The same rule as pzem-dbus: [name], or [meters PORT] for the meters of one port.
+                if (line !~ /^\[[ \t]*[a-z0-9-]+[ \t]*\]$/ && line !~ /^\[[ \t]*meters[ \t]+[A-Za-z0-9._:+-]+[ \t]*\]$/)
+                    fail("\047" line "\047 is not a section header; write it as [name] on a line of its own, e.g. [install], or [meters PORT] for one port\047s meters")
                 name = line
                 gsub(/^\[[ \t]*|[ \t]*\]$/, "", name)
                 here = (name == "install")

@@ -134,14 +134,19 @@ impl MeterSpec {
         let name = match rest.trim() {
             "" => None,
             n => {
-                let n = n
-                    .strip_prefix('"')
-                    .and_then(|n| n.strip_suffix('"'))
-                    .unwrap_or(n)
-                    .trim();
+                let quoted = n.strip_prefix('"').map(|n| n.strip_suffix('"'));
+                let n = match quoted {
+                    None => n,
+                    Some(Some(inner)) => inner.trim(),
+                    Some(None) => {
+                        return Err(SpecError(format!(
+                            "'{text}': the quoted name has no closing quote (in the config file, # starts a comment)"
+                        )));
+                    }
+                };
                 if !valid_custom_name(n) {
                     return Err(SpecError(format!(
-                        "'{text}': the name after the role is at most {MAX_CUSTOM_NAME} bytes of printable text"
+                        "'{text}': the name after the role is at most {MAX_CUSTOM_NAME} bytes, without tabs or other control characters"
                     )));
                 }
                 (!n.is_empty()).then(|| n.to_string())
@@ -274,6 +279,9 @@ pub const METER_KEYS: [&str; 2] = ["interval-ms", "timeout-ms"];
 /// answer at all.
 pub const MIN_TIMEOUT_MS: u64 = 20;
 
+/// The longest poll interval or reply timeout accepted, ms (an hour).
+pub const MAX_TIMING_MS: u64 = 3_600_000;
+
 /// Parse a config file's meter sections for the line known by `names` (its
 /// tty's base name, its adapter's USB serial number, or `host:port`).
 ///
@@ -286,7 +294,7 @@ pub const MIN_TIMEOUT_MS: u64 = 20;
 pub fn port_config(text: &str, names: &[&str]) -> Result<PortConfig, SpecError> {
     let file = split_sections(text)?;
     let general = meters_section(&file.meter_lines)?;
-    let mut chosen: Option<PortConfig> = None;
+    let mut chosen: Option<(PortConfig, &str, usize)> = None;
     let mut ports: Vec<(&str, usize)> = Vec::new();
     for section in file.sections.iter().filter(|s| s.name == METERS_SECTION) {
         let Some(port) = section.port.as_deref() else {
@@ -300,13 +308,20 @@ pub fn port_config(text: &str, names: &[&str]) -> Result<PortConfig, SpecError> 
         }
         ports.push((port, section.line));
         let own = meters_section(&section.lines)?;
-        if names.contains(&port) && chosen.is_none() {
-            chosen = Some(own);
+        if names.contains(&port) {
+            if let Some((_, first_port, first_line)) = &chosen {
+                return Err(SpecError(format!(
+                    "line {}: [meters {port}] and [meters {first_port}] (line {first_line}) are the same line; \
+                     keep one (the USB serial number stays right when the adapter moves to another socket)",
+                    section.line
+                )));
+            }
+            chosen = Some((own, port, section.line));
         }
     }
     Ok(match chosen {
         None => general,
-        Some(own) => PortConfig {
+        Some((own, _, _)) => PortConfig {
             meters: if own.meters.is_empty() {
                 general.meters
             } else {
@@ -325,13 +340,20 @@ pub fn parse_config(text: &str) -> Result<Vec<MeterSpec>, SpecError> {
     Ok(port_config(text, &[])?.meters)
 }
 
+/// Whether `text` could be a key (`interval-ms`): a meter line's text
+/// before an `=` in its name is not.
+fn is_key_word(text: &str) -> bool {
+    !text.is_empty() && text.bytes().all(|b| b.is_ascii_lowercase() || b == b'-')
+}
+
 /// One meters section: meter lines, and `key = value` lines of [`METER_KEYS`].
 fn meters_section(lines: &[(usize, String)]) -> Result<PortConfig, SpecError> {
     let mut config = PortConfig::default();
     let mut keys_seen: Vec<(&str, usize)> = Vec::new();
     for (n, line) in lines {
         let n = *n;
-        if let Some((key, value)) = line.split_once('=') {
+        let key_line = line.split_once('=').filter(|(k, _)| is_key_word(k.trim()));
+        if let Some((key, value)) = key_line {
             let (key, value) = (key.trim(), value.trim());
             let Some(key) = METER_KEYS.iter().copied().find(|k| *k == key) else {
                 return Err(SpecError(format!(
@@ -347,10 +369,10 @@ fn meters_section(lines: &[(usize, String)]) -> Result<PortConfig, SpecError> {
             keys_seen.push((key, n));
             let min = if key == "timeout-ms" { MIN_TIMEOUT_MS } else { 0 };
             let ms = match value.parse::<u64>() {
-                Ok(v) if v >= min && v <= 3_600_000 => v,
+                Ok(v) if (min..=MAX_TIMING_MS).contains(&v) => v,
                 _ => {
                     return Err(SpecError(format!(
-                        "line {n}: {key} takes whole milliseconds from {min} to 3600000, not '{value}'"
+                        "line {n}: {key} takes whole milliseconds from {min} to {MAX_TIMING_MS}, not '{value}'"
                     )));
                 }
             };
@@ -431,7 +453,8 @@ pub fn split_sections(text: &str) -> Result<ConfigFile, SpecError> {
             let (name, port) = parse_header(line).ok_or_else(|| {
                 SpecError(format!(
                     "line {n}: '{line}' is not a section header; write it as [name] on a line of its own, \
-                     e.g. [energy], or [meters PORT] for one line's meters"
+                     e.g. [energy], or [meters PORT] for one line's meters (a meter's name ending in ] goes \
+                     in double quotes)"
                 ))
             })?;
             if name == METERS_SECTION && port.is_none() {
@@ -457,7 +480,8 @@ pub fn split_sections(text: &str) -> Result<ConfigFile, SpecError> {
 
 /// `[name]` or `[meters PORT]`: the name, and the port. A port is a tty's
 /// base name, a USB serial number or `host:port`: letters, digits and
-/// `._:-`.
+/// `._:+-` (the characters `[install] pin-adapter` accepts in a serial
+/// number, `scripts/venus/common.sh`).
 fn parse_header(line: &str) -> Option<(&str, Option<&str>)> {
     let inner = line.strip_prefix('[')?.strip_suffix(']')?.trim();
     let (name, port) = match inner.split_once(char::is_whitespace) {
@@ -472,7 +496,7 @@ fn parse_header(line: &str) -> Option<(&str, Option<&str>)> {
         name == METERS_SECTION
             && !p.is_empty()
             && p.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'+' | b'-'))
     });
     (name_ok && port_ok).then_some((name, port))
 }
@@ -679,6 +703,16 @@ mod tests {
         let e = MeterSpec::parse(&format!("6 016 grid {}", "x".repeat(65))).unwrap_err();
         assert!(e.0.contains("at most 64 bytes"), "{e}");
         assert!(MeterSpec::parse(&format!("6 016 grid {}", "x".repeat(64))).is_ok());
+        let e = MeterSpec::parse("7 016 grid \"Pump").unwrap_err();
+        assert!(e.0.contains("no closing quote"), "{e}");
+        let e = MeterSpec::parse("7 016 grid Pump\t2").unwrap_err();
+        assert!(e.0.contains("without tabs"), "{e}");
+        // In the file, a name may hold = and (quoted) ].
+        let c = port_config("1 016 grid Heater P=2kW\n2 016 acload \"Pump [2]\"\n", &[]).unwrap();
+        let names: Vec<_> = c.meters.iter().map(|m| m.name.as_deref().unwrap()).collect();
+        assert_eq!(names, ["Heater P=2kW", "Pump [2]"]);
+        let e = port_config("1 016 grid Pump [2]\n", &[]).unwrap_err();
+        assert!(e.0.contains("goes in double quotes"), "{e}");
     }
 
     #[test]
@@ -725,9 +759,15 @@ interval-ms = 500
         assert_eq!((c.interval, c.timeout), (Some(ms(2000)), None));
         assert_eq!(c.meters[0].name.as_deref(), Some("House"));
         // Its own meters replace the general ones; its keys override theirs.
-        let c = port_config(PORTS, &["ttyUSB1", "A10K3x9"]).unwrap();
+        let c = port_config(PORTS, &["ttyUSB1"]).unwrap();
         assert_eq!(addresses(&c), [5]);
         assert_eq!((c.interval, c.timeout), (Some(ms(2000)), Some(ms(150))));
+        // Two sections naming one line: which one is meant is not for the order to decide.
+        let e = port_config(PORTS, &["ttyUSB1", "A10K3x9"]).unwrap_err();
+        assert!(
+            e.0.starts_with("line 9: [meters A10K3x9] and [meters ttyUSB1] (line 4)"),
+            "{e}"
+        );
         // A section with keys only keeps the general meters.
         let c = port_config(PORTS, &["ttyUSB2", "A10K3x9"]).unwrap();
         assert_eq!(addresses(&c), [1, 2]);

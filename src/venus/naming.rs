@@ -107,7 +107,11 @@ pub fn config_names(line: &Line) -> Vec<String> {
             if let Some(real) = std::fs::canonicalize(path).ok().as_deref().and_then(|p| p.to_str()) {
                 names.push(base_name(real).to_string());
             }
-            names.extend(usb_serial_of(path));
+            if let Some(serial) = usb_serial_of(path) {
+                // Also as a by-id link spells it (odd characters as `_`).
+                names.push(sanitise(&serial));
+                names.push(serial);
+            }
         }
         Line::RtuOverTcp(addr) | Line::ModbusTcp(addr) => names.push(addr.clone()),
     }
