@@ -1,8 +1,9 @@
 //! Crash tests: `kill -9` at random moments while the energy counters move, many times, and
 //! the same on a full file system. After every kill the state files on disk must be
 //! readable, no persisted counter may have gone down, and a restart must publish at least
-//! what was persisted. pzem-energy's share of the kills is in tests/pzem_energy.rs (it needs
-//! that file's doubles); the figures are in docs/reliability.md.
+//! what was persisted. pzem-energy's share of the kills, also on a full file system, is in
+//! tests/pzem_energy.rs (it needs that file's doubles), pzem-logger's in
+//! tests/history_logger.rs; the figures are in docs/reliability.md.
 //!
 //! Every child process is killed by PID when its guard drops, also when a test fails.
 #![cfg(all(feature = "serial", feature = "dbus", feature = "cli"))]
