@@ -423,7 +423,7 @@ fn wait_for(within: Duration, what: &str, log: &Path, mut f: impl FnMut() -> boo
 /// 3. A restart on the full file system starts and keeps recording in memory; once there
 ///    is room it writes them, and recording goes on.
 #[test]
-fn a_full_file_system_loses_nothing_committed_and_recording_resumes() {
+fn killed_on_a_full_file_system_loses_nothing_committed_and_recording_resumes() {
     let dir = TempDir::new("full");
     let Some(fs) = Tmpfs::mount(dir.path(), 4096) else {
         require::require_or_skip(
