@@ -233,3 +233,26 @@ fn a_hung_up_line_is_an_io_error() {
     let err = client.read_ac(a(1)).unwrap_err();
     assert!(matches!(err, Error::Io(_)), "{err:?}");
 }
+
+/// A hung-up line served again on a new pty (`pty_shared`): a new pty, the same meters,
+/// whose energy counters go on from where they were.
+#[test]
+#[cfg(feature = "serial")]
+#[cfg_attr(any(target_arch = "arm", target_arch = "aarch64"), ignore = "no tty under qemu")]
+fn a_hung_up_line_reopened_on_a_new_pty_keeps_its_meters() {
+    let mut sim = SimServer::pty(mixed_line(), Pacing::NONE).unwrap();
+    sim.bus().meter_mut(1).unwrap().set_energy_wh(5_000);
+    let before = pty_client(&sim).read_ac(a(1)).unwrap();
+    sim.hang_up();
+    let requests = sim.bus().requests();
+    let again = SimServer::pty_shared(sim.handle(), Pacing::NONE).unwrap();
+    // A new pty (the kernel may give it the number the closed one had).
+    assert!(again.path().is_some_and(|p| p.starts_with("/dev/pts/")));
+    std::thread::sleep(Duration::from_millis(20));
+    let after = pty_client(&again).read_ac(a(1)).unwrap();
+    assert_reading_matches(&again, 1, &Reading::Ac(after));
+    assert!(after.energy_wh >= before.energy_wh && before.energy_wh >= 5_000);
+    // One line: the counts of the first server go on.
+    assert_eq!(again.bus().requests(), requests + 1);
+    assert_eq!(sim.bus().requests(), requests + 1, "the same shared line");
+}

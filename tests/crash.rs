@@ -1,8 +1,9 @@
 //! Crash tests: `kill -9` at random moments while the energy counters move, many times, and
 //! the same on a full file system. After every kill the state files on disk must be
 //! readable, no persisted counter may have gone down, and a restart must publish at least
-//! what was persisted. pzem-energy's share of the kills is in tests/pzem_energy.rs (it needs
-//! that file's doubles); the figures are in docs/reliability.md.
+//! what was persisted. pzem-energy's share of the kills, also on a full file system, is in
+//! tests/pzem_energy.rs (it needs that file's doubles), pzem-logger's in
+//! tests/history_logger.rs; the figures are in docs/reliability.md.
 //!
 //! Every child process is killed by PID when its guard drops, also when a test fails.
 #![cfg(all(feature = "serial", feature = "dbus", feature = "cli"))]
@@ -11,6 +12,8 @@
 mod require;
 #[path = "support/rig.rs"]
 mod rig;
+#[path = "support/tmpfs.rs"]
+mod tmpfs;
 
 use pzem::AcReading;
 use pzem::energy::EnergyState;
@@ -21,6 +24,7 @@ use rig::*;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+use tmpfs::Tmpfs;
 
 const BIN: &str = env!("CARGO_BIN_EXE_pzem-dbus");
 const SECOND: Duration = Duration::from_secs(1);
@@ -221,44 +225,6 @@ fn kill_9_pzem_dbus_while_counters_move() {
     assert!(saves >= 10, "only {saves} saves between {kills} kills");
 }
 
-/// A small tmpfs mounted for one test, unmounted when dropped.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    /// Mounts a tmpfs of `kib` KiB on a new directory in `dir`; `None` when this machine
-    /// does not let the test mount (not root, no CAP_SYS_ADMIN).
-    fn mount(dir: &Path, kib: u32) -> Option<Tmpfs> {
-        let at = dir.join("tmpfs");
-        std::fs::create_dir_all(&at).unwrap();
-        let ok = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={kib}k"), "tmpfs"])
-            .arg(&at)
-            .stderr(std::process::Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        ok.then(|| Tmpfs(at))
-    }
-
-    /// Fills it up: one file takes every free block.
-    fn fill(&self) {
-        use std::io::Write;
-        let mut f = std::fs::File::create(self.0.join("filler")).unwrap();
-        let block = [0xAAu8; 4096];
-        while f.write_all(&block).is_ok() {}
-        let _ = f.sync_all();
-    }
-
-    fn unfill(&self) {
-        std::fs::remove_file(self.0.join("filler")).unwrap();
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg(&self.0).status();
-    }
-}
-
 /// The state directory on a small tmpfs that is full: every save fails with a clear error
 /// in the log, kills -9 in the middle leave the previous files intact, and once there is
 /// room again the saves resume.
@@ -274,7 +240,7 @@ fn kill_9_pzem_dbus_on_a_full_file_system() {
         );
         return;
     };
-    let state_dir = fs.0.join("energy");
+    let state_dir = fs.path().join("energy");
     let args = rig.args(
         &["-d", &tty],
         &["1:016:grid", "2:017:dcsource"],

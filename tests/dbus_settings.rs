@@ -161,3 +161,34 @@ fn double_stops_on_drop_and_releases_its_name() {
     // And it can be started again on the same bus.
     let _again = SettingsDouble::start(&bus.bus()).unwrap();
 }
+
+/// A restarted bus daemon (same socket path, new GUID): the old connections fail, a client
+/// with the new address gets on, and the double restarted on it serves the settings it
+/// held, as localsettings comes back with its file.
+#[test]
+fn a_restarted_bus_and_settings_keep_the_settings() {
+    let mut bus = PrivateBus::start().unwrap();
+    let mut settings = SettingsDouble::start(&bus.bus()).unwrap();
+    let mut client = BusClient::new(&bus.bus()).unwrap();
+    client.wait_for_name(SETTINGS, Duration::from_secs(5)).unwrap();
+    let a = instance("pzem_a");
+    let r = client.add_settings(&[Setting::new(&a, "grid:40")]).unwrap();
+    assert_eq!(r, vec![ok(&a, "grid:40")]);
+    assert_eq!(client.set_value(SETTINGS, &a, &Value::from("grid:41")).unwrap(), 0);
+    let (old_address, old_pid) = (bus.address().to_owned(), bus.pid());
+
+    bus.restart().unwrap();
+    assert_ne!(bus.pid(), old_pid, "a new daemon");
+    assert_ne!(bus.address(), old_address, "a new GUID");
+    let socket = |a: &str| a.split(',').next().unwrap_or_default().to_owned();
+    assert_eq!(socket(bus.address()), socket(&old_address), "the same socket path");
+    assert!(client.get_items(SETTINGS).is_err(), "the old connection is gone");
+
+    settings.restart(&bus.bus()).unwrap();
+    let mut client = BusClient::new(&bus.bus()).unwrap();
+    client.wait_for_name(SETTINGS, Duration::from_secs(5)).unwrap();
+    // The value written before the restart, and a default that does not override it.
+    let r = client.add_settings(&[Setting::new(&a, "grid:40")]).unwrap();
+    assert_eq!(r, vec![ok(&a, "grid:41")]);
+    assert_eq!(settings.value(&a), Some(Value::from("grid:41")));
+}

@@ -10,8 +10,12 @@
 //! Every child process is killed by PID when its guard drops, also when a test fails.
 #![cfg(all(feature = "serial", feature = "dbus", feature = "cli"))]
 
+#[path = "support/require.rs"]
+mod require;
 #[path = "support/rig.rs"]
 mod rig;
+#[path = "support/tmpfs.rs"]
+mod tmpfs;
 
 use pzem::dbus::testkit::systemcalc::{auto_battery_service, the_multi, vebus_devices};
 use pzem::dbus::testkit::{DeviceDouble, MULTI_INSTANCE, MULTI_MK2_CONNECTION};
@@ -22,6 +26,7 @@ use rig::*;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
+use tmpfs::Tmpfs;
 
 const PZEM_DBUS: &str = env!("CARGO_BIN_EXE_pzem-dbus");
 const PZEM_ENERGY: &str = env!("CARGO_BIN_EXE_pzem-energy");
@@ -217,6 +222,34 @@ impl Stack {
                 .set(&[("/History/DischargedEnergy", Value::Double(kwh))])
                 .unwrap();
         }
+    }
+
+    /// Both AC counters moving fast: 15 kW in, 10 kW out (the grid charges the battery and
+    /// feeds the loads).
+    fn count_fast(&mut self) {
+        let mut bus = self.sim.bus();
+        for (address, dw) in [(1u8, 150_000u32), (2, 100_000)] {
+            let m = bus.meter_mut(address).unwrap();
+            let mut r = ac(m.energy_wh());
+            r.power_dw = dw;
+            r.current_ma = dw * 100 / 230;
+            m.set_ac(r);
+        }
+    }
+
+    /// pzem-energy's flags with the battery, the state in `state`, steps without a
+    /// settling wait and a save every 100 ms (a kill can land in a save).
+    fn fast_saving_args(&self, state: &std::path::Path) -> Vec<String> {
+        let mut args = self.args(true, &[]);
+        for (flag, value) in [
+            ("--settle-ms", "0"),
+            ("--save-ms", "100"),
+            ("--state", state.to_str().unwrap()),
+        ] {
+            let i = args.iter().position(|a| a == flag).unwrap();
+            args[i + 1] = value.into();
+        }
+        args
     }
 
     /// Waits until pzem-dbus published the AC counters as they are now.
@@ -816,22 +849,9 @@ fn persisted_flows(path: &std::path::Path) -> Option<[u64; 3]> {
 fn kill_9_pzem_energy_80_times_while_counters_move() {
     const KILLS: u32 = 80;
     let mut s = Stack::new(31);
-    {
-        let mut bus = s.sim.bus();
-        for (address, dw) in [(1u8, 150_000u32), (2, 100_000)] {
-            let m = bus.meter_mut(address).unwrap();
-            let mut r = ac(m.energy_wh());
-            r.power_dw = dw;
-            r.current_ma = dw * 100 / 230;
-            m.set_ac(r);
-        }
-    }
+    s.count_fast();
     // Steps without a settling wait, saved every 100 ms: a kill can land in a save.
-    let mut args = s.args(true, &[]);
-    for (flag, value) in [("--settle-ms", "0"), ("--save-ms", "100")] {
-        let i = args.iter().position(|a| a == flag).unwrap();
-        args[i + 1] = value.into();
-    }
+    let args = s.fast_saving_args(&s.state());
     let mut rng = pzem::sim::Rng::new(9);
     let mut persisted: Option<[u64; 3]> = None;
     let (mut saves, t0) = (0, Instant::now());
@@ -882,6 +902,121 @@ fn kill_9_pzem_energy_80_times_while_counters_move() {
     println!(
         "pzem-energy: {KILLS} kills -9 in {:.0} s, {saves} persisted states changed between kills, \
          final flows {persisted:?} Wh, 0 unreadable files, 0 decreases",
+        t0.elapsed().as_secs_f64()
+    );
+}
+
+/// The bytes of the state file and of its backup (`None` for one that is absent).
+fn state_bytes(path: &std::path::Path) -> [Option<Vec<u8>>; 2] {
+    let bak = PathBuf::from(format!("{}.bak", path.display()));
+    [std::fs::read(path).ok(), std::fs::read(bak).ok()]
+}
+
+/// The full-file-system share of the crash tests (tests/crash.rs has pzem-dbus's): the
+/// state on a 64 KiB tmpfs that fills up while both counters move. Every save then fails
+/// with a clear error in the log and the published flows stay at the last save; 10 kills
+/// -9 while it is full leave the state file and its backup byte for byte as they were,
+/// and every restart publishes them; once there is room the saves resume and the flows
+/// catch up with what flowed meanwhile. No persisted or published flow ever decreased.
+#[test]
+fn kill_9_pzem_energy_on_a_full_file_system() {
+    const KILLS: u32 = 10;
+    let mut s = Stack::new(32);
+    let Some(fs) = Tmpfs::mount(s.rig.dir.path(), 64) else {
+        require::require_or_skip(
+            "cannot mount a tmpfs here: pzem-energy's full-disk crash test did not run",
+            "run as root; scripts/test in CI does",
+        );
+        return;
+    };
+    let t0 = Instant::now();
+    s.count_fast();
+    let state = fs.path().join("flows.state");
+    let args = s.fast_saving_args(&state);
+    // With room: saves.
+    let mut p = s.start(&args);
+    let deadline = Instant::now() + 10 * SECOND;
+    while persisted_flows(&state).is_none_or(|f| f.iter().sum::<u64>() < 20) {
+        assert!(Instant::now() < deadline, "no save with room\n{}", p.log_text());
+        s.rig.monitor.pump_for(SECOND / 10);
+    }
+    fs.fill();
+    s.rig.monitor.until(5 * SECOND, "a failed save logged", |_| {
+        p.log_text().contains("cannot save the state in")
+    });
+    // A save that was in flight is done by now.
+    s.rig.monitor.pump_for(SECOND / 2);
+    let files = state_bytes(&state);
+    let before = persisted_flows(&state).unwrap();
+    // Publishing waits for a save that succeeds: the flows published are the last saved.
+    s.rig.monitor.until(5 * SECOND, "the last save published", |m| {
+        flows_wh(m, OURS) == Some(before)
+    });
+    assert_eq!(p.kill9(), Some(128 + 9));
+    let mut logs = p.log_text();
+    let mut rng = pzem::sim::Rng::new(10);
+    for kill in 1..=KILLS {
+        s.rig
+            .monitor
+            .until(5 * SECOND, "the killed service gone", |m| !m.view.contains_key(OURS));
+        let mut p = s.start(&args);
+        s.rig
+            .monitor
+            .pump_for(Duration::from_millis(300 + rng.below(1200) as u64));
+        assert_eq!(
+            flows_wh(&s.rig.monitor, OURS),
+            Some(before),
+            "kill {kill}: published flows that were not saved\n{}",
+            p.log_text()
+        );
+        assert_eq!(p.kill9(), Some(128 + 9), "kill {kill}\n{}", p.log_text());
+        assert_eq!(state_bytes(&state), files, "kill {kill}: the state files changed");
+        persisted_flows(&state);
+        let log = p.log_text();
+        assert!(
+            !log.contains("panicked") && !log.contains("unreadable") && !log.contains("NO USABLE STATE"),
+            "kill {kill}: {log}"
+        );
+        logs.push_str(&log);
+    }
+    let failed = logs.matches("cannot save the state in").count();
+    assert!(
+        failed > KILLS as usize,
+        "the failed saves are not logged ({failed}):\n{logs}"
+    );
+    assert!(
+        logs.contains("No space left on device"),
+        "the log does not say why:\n{logs}"
+    );
+    // Room again: the saves resume, and the flows catch up.
+    fs.unfill();
+    s.rig
+        .monitor
+        .until(5 * SECOND, "the killed service gone", |m| !m.view.contains_key(OURS));
+    let mut p = s.start(&args);
+    let grew = |f: [u64; 3]| (0..3).all(|i| f[i] >= before[i]) && f.iter().sum::<u64>() > before.iter().sum::<u64>();
+    let deadline = Instant::now() + 10 * SECOND;
+    while !persisted_flows(&state).is_some_and(grew) {
+        assert!(
+            Instant::now() < deadline,
+            "no save once there is room\n{}",
+            p.log_text()
+        );
+        s.rig.monitor.pump_for(SECOND / 10);
+    }
+    s.rig.monitor.until(5 * SECOND, "more flows published", |m| {
+        flows_wh(m, OURS).is_some_and(grew)
+    });
+    let after = persisted_flows(&state).unwrap();
+    check_never_decreased(&s.rig.monitor, OURS);
+    assert_eq!(p.terminate(), Some(0), "{}", p.log_text());
+    let example = logs
+        .lines()
+        .find(|l| l.contains("cannot save the state in"))
+        .unwrap_or_default();
+    println!(
+        "pzem-energy on a full tmpfs: {KILLS} kills -9 in {:.0} s, {failed} failed saves logged, state files \
+         unchanged while full ({before:?} Wh), saves resume with room ({after:?} Wh), 0 decreases\nlogged: {example}",
         t0.elapsed().as_secs_f64()
     );
 }

@@ -5,6 +5,12 @@
 //! time it arrived; the batches it hands out are written with [`Writer::write`], all that
 //! are pending in one transaction, so the flash sees at most one commit an interval.
 //!
+//! When the file cannot be written (a full file system, a lock held by another program),
+//! the intervals wait in memory, at most [`MAX_PENDING`], and the write is tried again
+//! once an interval (when the next one ends), not at every wake-up: one attempt and one
+//! log line an interval. The first failure is logged as an error, with the file and the
+//! reason. What waits is lost when the logger is killed; at a stop it is tried once more.
+//!
 //! Services are followed the way Venus clients do: `GetItems` on each matching service at
 //! start-up and whenever one appears (`NameOwnerChanged`), then `ItemsChanged` and
 //! `PropertiesChanged`; a service that leaves the bus makes its values unknown.
@@ -124,7 +130,7 @@ fn follow(
     let mut poll = PollSet::new().map_err(BusError::Io)?;
     poll.set_wait_mask(wait_mask);
     let mut events = Vec::new();
-    let mut pending: Vec<Batch> = Vec::new();
+    let mut backlog = Backlog::default();
     while !stop.load(Ordering::Relaxed) {
         poll.clear();
         let w = client.watch();
@@ -170,27 +176,122 @@ fn follow(
                 recorder.dropped_intervals() - dropped
             );
         }
+        let mut finished = false;
         while let Some(batch) = recorder.poll_batch() {
-            pending.push(batch);
+            backlog.push(batch);
+            finished = true;
         }
-        if pending.iter().any(|b| !b.samples.is_empty()) {
-            match writer.write(&pending) {
-                Ok(()) => pending.clear(),
-                Err(e) => {
-                    log::warn!("cannot write {} interval(s) yet: {e}", pending.len());
-                    if pending.len() > MAX_PENDING {
-                        let drop = pending.len() - MAX_PENDING;
-                        log::error!("dropping the {drop} oldest interval(s) not written");
-                        pending.drain(..drop);
-                    }
-                }
-            }
-        } else {
-            pending.clear();
+        // Once an interval: a file that cannot be written is not retried at every event.
+        if finished {
+            let outcome = backlog.write(|b| writer.write(b));
+            report(&outcome, writer.path());
         }
     }
     log::info!("stopping");
+    if backlog.waiting() > 0 {
+        let outcome = backlog.write(|b| writer.write(b));
+        report(&outcome, writer.path());
+        if let Written::Failed { waiting, .. } = outcome {
+            log::error!("{waiting} interval(s) not written at the stop: lost");
+        }
+    }
     Ok(())
+}
+
+/// Finished intervals not written yet (see the module documentation).
+#[derive(Debug, Default)]
+struct Backlog {
+    batches: Vec<Batch>,
+    /// The last write failed.
+    failing: bool,
+}
+
+/// What [`Backlog::write`] did.
+#[derive(Debug)]
+enum Written {
+    /// Nothing to write (the intervals waiting had no samples: they are forgotten).
+    Nothing,
+    /// This many intervals written in one transaction; `recovered` after failed writes.
+    Wrote { intervals: usize, recovered: bool },
+    /// The write failed: `waiting` intervals wait (after dropping the `dropped` oldest
+    /// beyond [`MAX_PENDING`]); `first` of a spell of failures.
+    Failed {
+        error: StoreError,
+        waiting: usize,
+        dropped: usize,
+        first: bool,
+    },
+}
+
+impl Backlog {
+    fn push(&mut self, batch: Batch) {
+        self.batches.push(batch);
+    }
+
+    /// Intervals waiting.
+    fn waiting(&self) -> usize {
+        self.batches.len()
+    }
+
+    /// Writes every interval waiting with `write`, in one call.
+    fn write(&mut self, write: impl FnOnce(&[Batch]) -> Result<(), StoreError>) -> Written {
+        if self.batches.iter().all(|b| b.samples.is_empty()) {
+            self.batches.clear();
+            return Written::Nothing;
+        }
+        match write(&self.batches) {
+            Ok(()) => {
+                let intervals = self.batches.len();
+                self.batches.clear();
+                let recovered = std::mem::take(&mut self.failing);
+                Written::Wrote { intervals, recovered }
+            }
+            Err(error) => {
+                let dropped = self.batches.len().saturating_sub(MAX_PENDING);
+                self.batches.drain(..dropped);
+                let first = !std::mem::replace(&mut self.failing, true);
+                Written::Failed {
+                    error,
+                    waiting: self.batches.len(),
+                    dropped,
+                    first,
+                }
+            }
+        }
+    }
+}
+
+/// Logs what a write of the backlog did to `path`.
+fn report(outcome: &Written, path: &std::path::Path) {
+    match outcome {
+        Written::Nothing | Written::Wrote { recovered: false, .. } => {}
+        Written::Wrote {
+            intervals,
+            recovered: true,
+        } => log::info!(
+            "{} can be written again: {intervals} interval(s) that waited written",
+            path.display()
+        ),
+        Written::Failed {
+            error,
+            waiting,
+            dropped,
+            first,
+        } => {
+            if *first {
+                log::error!(
+                    "cannot write the history to {}: {error}; the intervals wait in memory (at most {MAX_PENDING}) \
+                     until it can be written, and are lost if pzem-logger is killed before",
+                    path.display()
+                );
+            } else {
+                log::warn!("cannot write {waiting} interval(s) yet: {error}");
+            }
+            if *dropped > 0 {
+                log::error!("dropping the {dropped} oldest interval(s) not written");
+            }
+        }
+    }
 }
 
 /// `GetItems` of a service into the recorder; a service that does not answer is logged
@@ -201,5 +302,134 @@ fn items(client: &mut BusClient, recorder: &mut Recorder, service: &str) {
             recorder.handle_items(now_ms(), service, items.iter().map(|(p, v)| (p.as_str(), v.as_f64())));
         }
         Err(e) => log::warn!("{service}: GetItems failed: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::history::recorder::Sample;
+    use crate::history::series::Quantity;
+
+    fn batch(start: i64, samples: usize) -> Batch {
+        Batch {
+            start,
+            samples: (0..samples)
+                .map(|_| Sample {
+                    service: "com.victronenergy.grid.x".into(),
+                    path: "/Ac/Power",
+                    quantity: Quantity::Power,
+                    t: start,
+                    value: 1.0,
+                })
+                .collect(),
+        }
+    }
+
+    fn full() -> StoreError {
+        StoreError::Sql("database or disk is full".into())
+    }
+
+    #[test]
+    fn intervals_wait_while_writes_fail_and_go_in_one_write_after() {
+        let mut b = Backlog::default();
+        b.push(batch(0, 2));
+        let first = b.write(|_| Err(full()));
+        assert!(
+            matches!(
+                first,
+                Written::Failed {
+                    waiting: 1,
+                    dropped: 0,
+                    first: true,
+                    ..
+                }
+            ),
+            "{first:?}"
+        );
+        b.push(batch(60, 1));
+        let again = b.write(|_| Err(full()));
+        assert!(
+            matches!(
+                again,
+                Written::Failed {
+                    waiting: 2,
+                    first: false,
+                    ..
+                }
+            ),
+            "{again:?}"
+        );
+        b.push(batch(120, 3));
+        let mut seen = Vec::new();
+        let wrote = b.write(|batches| {
+            seen = batches.iter().map(|x| x.start).collect();
+            Ok(())
+        });
+        assert!(
+            matches!(
+                wrote,
+                Written::Wrote {
+                    intervals: 3,
+                    recovered: true
+                }
+            ),
+            "{wrote:?}"
+        );
+        assert_eq!(seen, [0, 60, 120], "every interval that waited, in order, in one write");
+        assert_eq!(b.waiting(), 0);
+        b.push(batch(180, 1));
+        assert!(matches!(
+            b.write(|_| Ok(())),
+            Written::Wrote {
+                intervals: 1,
+                recovered: false
+            }
+        ));
+        // A failure after a recovery is a first one again.
+        b.push(batch(240, 1));
+        assert!(matches!(b.write(|_| Err(full())), Written::Failed { first: true, .. }));
+    }
+
+    #[test]
+    fn at_most_max_pending_wait_and_the_oldest_go_first() {
+        let mut b = Backlog::default();
+        for k in 0..MAX_PENDING as i64 {
+            b.push(batch(k * 60, 1));
+        }
+        assert!(matches!(b.write(|_| Err(full())), Written::Failed { dropped: 0, .. }));
+        b.push(batch(MAX_PENDING as i64 * 60, 1));
+        b.push(batch(MAX_PENDING as i64 * 60 + 60, 1));
+        let out = b.write(|_| Err(full()));
+        assert!(
+            matches!(
+                out,
+                Written::Failed {
+                    waiting: MAX_PENDING,
+                    dropped: 2,
+                    ..
+                }
+            ),
+            "{out:?}"
+        );
+        let mut first = None;
+        b.write(|batches| {
+            first = batches.first().map(|x| x.start);
+            Ok(())
+        });
+        assert_eq!(first, Some(120), "the two oldest dropped");
+    }
+
+    #[test]
+    fn intervals_without_samples_are_not_written() {
+        let mut b = Backlog::default();
+        b.push(batch(0, 0));
+        let mut called = false;
+        let out = b.write(|_| {
+            called = true;
+            Ok(())
+        });
+        assert!(matches!(out, Written::Nothing) && !called);
+        assert_eq!(b.waiting(), 0);
     }
 }

@@ -98,6 +98,8 @@ pub struct Served {
     pub address: u8,
     /// The values.
     pub reading: Reading,
+    /// When it was served (the time the request was answered).
+    pub at: Instant,
 }
 
 /// How many faults of each kind were injected so far (replies that got one).
@@ -254,7 +256,8 @@ impl SimBus {
                         if self.served.len() == SERVED_HISTORY {
                             self.served.pop_front();
                         }
-                        self.served.push_back(Served { address, reading });
+                        let at = self.last_advance.unwrap_or_else(Instant::now);
+                        self.served.push_back(Served { address, reading, at });
                     }
                     frame.extend_from_slice(&p);
                 }
@@ -352,6 +355,11 @@ mod tests {
                 .is_empty()
         );
         assert_eq!(b.served().count(), 1);
+        assert_eq!(
+            b.served().next().map(|s| s.at),
+            Some(now),
+            "served at the request's time"
+        );
     }
 
     #[test]

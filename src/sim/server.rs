@@ -83,9 +83,19 @@ impl SimServer {
     /// Serve `bus` on a new pseudo-terminal; clients open [`SimServer::path`].
     #[cfg(feature = "serial")]
     pub fn pty(bus: SimBus, pacing: Pacing) -> io::Result<SimServer> {
+        Self::pty_shared(Arc::new(Mutex::new(bus)), pacing)
+    }
+
+    /// Serve a line that is already shared (the [`SimServer::handle`] of another server,
+    /// e.g. one that [hung up](SimServer::hang_up)) on a new pseudo-terminal. The meters
+    /// keep their state (values, energy counters, faults, what was served), as when a USB
+    /// adapter is pulled and plugged in again: the tty is new, the meters are the same.
+    /// Do not serve one line from two running servers: their requests would interleave.
+    #[cfg(feature = "serial")]
+    pub fn pty_shared(bus: SimHandle, pacing: Pacing) -> io::Result<SimServer> {
         let pair = crate::serial::PtyPair::new()?;
         let path = pair.path.clone();
-        let mut server = Self::start(bus, move |bus, stop| {
+        let mut server = Self::start_shared(bus, move |bus, stop| {
             let device = pair.device;
             let mut port = Controller(pair.controller);
             serve_rtu(&mut port, &bus, &stop, pacing);
@@ -136,7 +146,10 @@ impl SimServer {
     }
 
     fn start(bus: SimBus, body: impl FnOnce(SimHandle, Arc<AtomicBool>) + Send + 'static) -> SimServer {
-        let bus = Arc::new(Mutex::new(bus));
+        Self::start_shared(Arc::new(Mutex::new(bus)), body)
+    }
+
+    fn start_shared(bus: SimHandle, body: impl FnOnce(SimHandle, Arc<AtomicBool>) + Send + 'static) -> SimServer {
         let stop = Arc::new(AtomicBool::new(false));
         let (b, s) = (bus.clone(), stop.clone());
         let thread = std::thread::Builder::new()

@@ -1,7 +1,8 @@
 //! Skipping a test for want of a tool, loudly, and never in CI.
 //!
 //! Included with `#[path]` by the tests that need a host tool or root (tests/install.rs,
-//! tests/crash.rs). scripts/test installs every such tool and CI runs it as root, so
+//! tests/crash.rs, and the full-file-system tests in tests/pzem_energy.rs and
+//! tests/history_logger.rs). scripts/test installs every such tool and CI runs it as root, so
 //! there a missing one is a failure, not a skip.
 #![allow(dead_code)] // each test file uses a subset
 

@@ -201,6 +201,38 @@ impl Monitor {
         self.waiter.wait([&self.client as &dyn Watchable], Some(max)).unwrap();
         let mut events = Vec::new();
         self.client.poll_events(&mut events).unwrap();
+        self.apply(events);
+    }
+
+    /// Connects again, to `bus` whose daemon was restarted ([`Rig::restart_bus`]): what
+    /// the old connection still holds is applied first; every service the old daemon had
+    /// is then gone (logged as a `NameOwnerChanged` to no owner, at this moment); the
+    /// services on the new daemon are read as when they appear.
+    pub fn reconnect(&mut self, bus: &PrivateBus) {
+        let mut events = Vec::new();
+        // The old connection fails once its buffer is read: what it had is kept.
+        let _ = self.client.poll_events(&mut events);
+        self.apply(events);
+        let mut client = BusClient::new(&bus.bus()).unwrap();
+        client.subscribe(&[]).unwrap();
+        self.client = client;
+        let gone: Vec<String> = std::mem::take(&mut self.view).into_keys().collect();
+        for name in gone {
+            self.log.push(Seen {
+                at: Instant::now(),
+                event: Event::NameOwnerChanged {
+                    name,
+                    old_owner: None,
+                    new_owner: None,
+                },
+            });
+        }
+        for name in self.client.list_services().unwrap() {
+            self.on_appear(name);
+        }
+    }
+
+    fn apply(&mut self, events: Vec<Event>) {
         for event in events {
             let at = Instant::now();
             match &event {
@@ -452,6 +484,18 @@ impl Rig {
             a.push(v);
         }
         a
+    }
+
+    /// Restarts the bus daemon on the same socket path ([`PrivateBus::restart`]), then the
+    /// settings double on it with the settings it held, and reconnects the monitor. The
+    /// services' connections to the old daemon are closed: they must be restarted with
+    /// the new address ([`Rig::args`] gives it).
+    pub fn restart_bus(&mut self) {
+        self.bus.restart().unwrap();
+        if let Some(settings) = &mut self.settings {
+            settings.restart(&self.bus.bus()).unwrap();
+        }
+        self.monitor.reconnect(&self.bus);
     }
 
     /// Starts pzem-dbus with `args`; its output goes to `<dir>/<tag>.log`.

@@ -27,46 +27,36 @@ impl PrivateBus {
             COUNTER.fetch_add(1, Ordering::Relaxed)
         ));
         std::fs::create_dir_all(&dir)?;
-        let socket = format!("unix:path={}", dir.join("bus").display());
-        let spawned = Command::new("dbus-daemon")
-            .args(["--session", "--nofork", "--print-address=1", "--nopidfile"])
-            .arg(format!("--address={socket}"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn();
-        let mut child = match spawned {
-            Ok(c) => c,
+        match spawn(&dir) {
+            Ok((child, stdout, address)) => Ok(PrivateBus {
+                child,
+                _stdout: stdout,
+                dir,
+                address,
+            }),
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&dir);
-                return Err(BusError::Io(std::io::Error::new(
-                    e.kind(),
-                    format!("cannot run dbus-daemon ({e}); install the dbus-daemon package"),
-                )));
+                Err(e)
             }
-        };
-        let Some(stdout) = child.stdout.take() else {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(BusError::Io(std::io::Error::other("dbus-daemon stdout not captured")));
-        };
-        let mut bus = PrivateBus {
-            _stdout: BufReader::new(stdout),
-            child,
-            dir,
-            address: String::new(),
-        };
-        let mut line = String::new();
-        bus._stdout.read_line(&mut line)?;
-        let address = line.trim();
-        if address.is_empty() {
-            // Drop kills and reaps the daemon.
-            return Err(BusError::Io(std::io::Error::other(
-                "dbus-daemon exited without printing an address",
-            )));
         }
-        bus.address = address.to_owned();
-        Ok(bus)
+    }
+
+    /// Kills the daemon (SIGKILL, as a crash would) and starts a new one listening on the
+    /// same socket path, as a supervisor restarts the system bus. Every connection to the
+    /// old daemon is closed, and every name on it released. The new daemon has a new
+    /// GUID: [`PrivateBus::address`] and [`PrivateBus::bus`] give the new address
+    /// (clients that connect with the old one, GUID included, are refused by libdbus).
+    pub fn restart(&mut self) -> Result<(), BusError> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // dbus-daemon replaces a stale socket file itself; removing it first makes sure
+        // no client reaches the dead one's path in between.
+        let _ = std::fs::remove_file(self.dir.join("bus"));
+        let (child, stdout, address) = spawn(&self.dir)?;
+        self.child = child;
+        self._stdout = stdout;
+        self.address = address;
+        Ok(())
     }
 
     /// The address printed by the daemon (`unix:path=…,guid=…`).
@@ -92,4 +82,47 @@ impl Drop for PrivateBus {
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Starts `dbus-daemon` on `dir/bus` and reads the address it prints.
+fn spawn(dir: &std::path::Path) -> Result<(Child, BufReader<ChildStdout>, String), BusError> {
+    let socket = format!("unix:path={}", dir.join("bus").display());
+    let spawned = Command::new("dbus-daemon")
+        .args(["--session", "--nofork", "--print-address=1", "--nopidfile"])
+        .arg(format!("--address={socket}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn();
+    let mut child = match spawned {
+        Ok(c) => c,
+        Err(e) => {
+            return Err(BusError::Io(std::io::Error::new(
+                e.kind(),
+                format!("cannot run dbus-daemon ({e}); install the dbus-daemon package"),
+            )));
+        }
+    };
+    let kill = |child: &mut Child| {
+        let _ = child.kill();
+        let _ = child.wait();
+    };
+    let Some(stdout) = child.stdout.take() else {
+        kill(&mut child);
+        return Err(BusError::Io(std::io::Error::other("dbus-daemon stdout not captured")));
+    };
+    let mut stdout = BufReader::new(stdout);
+    let mut line = String::new();
+    if let Err(e) = stdout.read_line(&mut line) {
+        kill(&mut child);
+        return Err(e.into());
+    }
+    let address = line.trim();
+    if address.is_empty() {
+        kill(&mut child);
+        return Err(BusError::Io(std::io::Error::other(
+            "dbus-daemon exited without printing an address",
+        )));
+    }
+    Ok((child, stdout, address.to_owned()))
 }

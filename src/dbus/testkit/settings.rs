@@ -15,7 +15,8 @@
 //! - `GetItems` on `/` with `Value`, `Text`, `Default`, `Min`, `Max` per setting.
 //!
 //! Not modelled: `AddSetting`/`AddSilentSetting` (old form), `RemoveSettings`, group nodes,
-//! persistence to XML.
+//! persistence to XML (but [`SettingsDouble::restart`] serves the same settings again on a
+//! restarted bus, as localsettings comes back with its file).
 
 use crate::dbus::conn::{Conn, error_reply, errors};
 use crate::dbus::localsettings::{SETTINGS_IFACE, SETTINGS_SERVICE as SERVICE};
@@ -63,33 +64,35 @@ impl SettingsDouble {
     /// Connects to `bus`, claims `com.victronenergy.settings` and serves it from a thread.
     /// Returns once the name is owned.
     pub fn start(bus: &Bus) -> Result<SettingsDouble, BusError> {
-        let mut conn = Conn::open(bus)?;
-        conn.request_name(SERVICE)?;
         let store = Arc::new(Mutex::new(Store::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (mut waiter, waker) = Waiter::new()?;
-        let thread = {
-            let (store, stop) = (Arc::clone(&store), Arc::clone(&stop));
-            std::thread::Builder::new()
-                .name("settings-double".into())
-                .spawn(move || {
-                    while !stop.load(Ordering::Acquire) {
-                        let sources = [&conn as &dyn Watchable];
-                        if waiter.wait(sources, Some(Duration::from_secs(1))).is_err() {
-                            break;
-                        }
-                        if serve(&mut conn, &store).is_err() {
-                            break; // bus gone
-                        }
-                    }
-                })?
-        };
+        let (stop, waker, thread) = serve_on(bus, &store)?;
         Ok(SettingsDouble {
             store,
             stop,
             waker,
             thread: Some(thread),
         })
+    }
+
+    /// Stops serving and serves the same settings again on `bus` (e.g. a restarted bus
+    /// daemon), as localsettings comes back with what its XML file holds. Returns once
+    /// the name is owned again; on an error nothing is served, and the settings are kept
+    /// for another try.
+    pub fn restart(&mut self, bus: &Bus) -> Result<(), BusError> {
+        self.stop_serving();
+        let (stop, waker, thread) = serve_on(bus, &self.store)?;
+        self.stop = stop;
+        self.waker = waker;
+        self.thread = Some(thread);
+        Ok(())
+    }
+
+    fn stop_serving(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        self.waker.wake();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 
     /// The stored value of a setting (full path), as a test would check persistence.
@@ -107,12 +110,34 @@ impl SettingsDouble {
 
 impl Drop for SettingsDouble {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Release);
-        self.waker.wake();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        self.stop_serving();
     }
+}
+
+/// Connects to `bus`, claims the name and serves `store` from a new thread until the flag
+/// returned is set (and the waker woken) or the bus goes.
+fn serve_on(bus: &Bus, store: &Arc<Mutex<Store>>) -> Result<(Arc<AtomicBool>, Waker, JoinHandle<()>), BusError> {
+    let mut conn = Conn::open(bus)?;
+    conn.request_name(SERVICE)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (mut waiter, waker) = Waiter::new()?;
+    let thread = {
+        let (store, stop) = (Arc::clone(store), Arc::clone(&stop));
+        std::thread::Builder::new()
+            .name("settings-double".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Acquire) {
+                    let sources = [&conn as &dyn Watchable];
+                    if waiter.wait(sources, Some(Duration::from_secs(1))).is_err() {
+                        break;
+                    }
+                    if serve(&mut conn, &store).is_err() {
+                        break; // bus gone
+                    }
+                }
+            })?
+    };
+    Ok((stop, waker, thread))
 }
 
 /// Answers everything that has arrived.
