@@ -383,14 +383,17 @@ impl Writer {
             .min()
             .unwrap_or(latest);
         self.conn.execute_batch("BEGIN IMMEDIATE")?;
-        let result = self.write_in_transaction(batches, earliest, latest);
+        let result = self
+            .write_in_transaction(batches, earliest, latest)
+            .and_then(|()| Ok(self.conn.execute_batch("COMMIT")?));
         match result {
             Ok(()) => {
-                self.conn.execute_batch("COMMIT")?;
                 self.commits += 1;
                 Ok(())
             }
             Err(e) => {
+                // Also after a failed COMMIT, which SQLite may leave open (busy): the
+                // next write must be able to begin.
                 let _ = self.conn.execute_batch("ROLLBACK");
                 // Series created in the failed transaction are gone again.
                 self.ids.clear();
