@@ -345,7 +345,7 @@ fn killed_while_writing_loses_nothing_committed() {
     drop(publisher);
     let distinct: BTreeSet<i64> = seen.keys().map(|k| k.2).collect();
     println!(
-        "{kills} kills, {} rows over {} intervals survived",
+        "pzem-logger: {kills} kills -9, integrity_check ok after each, {} rows over {} intervals survived, none lost or changed",
         seen.len(),
         distinct.len()
     );
