@@ -81,10 +81,11 @@ fn of<'a>(rows: &'a Rows, service: &'a str, path: &'a str) -> impl Iterator<Item
         .map(|((_, _, t), v)| (*t, *v))
 }
 
-fn logger(rig: &Rig, db: &Path, tag: &str) -> Proc {
-    let args: Vec<String> = [
+/// pzem-logger's flags for `bus` and `db`: every second, no config file.
+fn logger_args(bus: &str, db: &Path) -> Vec<String> {
+    [
         "--dbus",
-        rig.bus.address(),
+        bus,
         "--db",
         db.to_str().unwrap(),
         "--interval",
@@ -94,8 +95,11 @@ fn logger(rig: &Rig, db: &Path, tag: &str) -> Proc {
     ]
     .iter()
     .map(|s| s.to_string())
-    .collect();
-    rig.start(LOGGER, tag, &args)
+    .collect()
+}
+
+fn logger(rig: &Rig, db: &Path, tag: &str) -> Proc {
+    rig.start(LOGGER, tag, &logger_args(rig.bus.address(), db))
 }
 
 #[test]
@@ -306,19 +310,7 @@ fn killed_while_writing_loses_nothing_committed() {
     let publisher = Publisher::start(&bus, "kill");
     let dir = TempDir::new("kill");
     let db = dir.path().join("history.sqlite");
-    let args: Vec<String> = [
-        "--dbus",
-        bus.address(),
-        "--db",
-        db.to_str().unwrap(),
-        "--interval",
-        "1",
-        "-c",
-        "/dev/null",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let args = logger_args(bus.address(), &db);
     let mut seen: Rows = BTreeMap::new();
     let mut rng = pzem::sim::rng::Rng::new(42);
     let t0 = Instant::now();
@@ -436,19 +428,7 @@ fn killed_on_a_full_file_system_loses_nothing_committed_and_recording_resumes() 
     let publisher = Publisher::start(&bus, "full");
     let db = fs.path().join("history.sqlite");
     let log = dir.path().join("logger.log");
-    let args: Vec<String> = [
-        "--dbus",
-        bus.address(),
-        "--db",
-        db.to_str().unwrap(),
-        "--interval",
-        "1",
-        "-c",
-        "/dev/null",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let args = logger_args(bus.address(), &db);
     let failures = || {
         std::fs::read_to_string(&log)
             .unwrap_or_default()
