@@ -232,7 +232,9 @@ impl Exchange {
                         // that waits longer than we do): drop it and keep waiting.
                         Ok(n) if got != self.transaction => {
                             w.skip = n;
-                            dropped += MBAP_HEADER_LEN;
+                            // Its header's bytes in this input (earlier inputs' were
+                            // counted as taken then).
+                            dropped += take;
                             self.len = 0;
                             continue;
                         }
@@ -304,8 +306,9 @@ impl Exchange {
 pub struct Input {
     /// How the exchange ended, if these bytes ended it.
     pub ended: Option<Ended>,
-    /// Bytes dropped: stale input while nothing waited, or bytes beyond the
-    /// reply.
+    /// Bytes of this input dropped (never more than it held): stale input
+    /// while nothing waited, bytes beyond the reply, and a late reply to
+    /// another Modbus TCP transaction.
     pub dropped: usize,
 }
 
@@ -480,6 +483,11 @@ mod tests {
         assert_eq!(late.dropped, 9);
         assert_eq!(x.bytes_wanted(), 20, "the rest of the late reply");
         assert_eq!(x.handle_input(t0, &reply[9..]).dropped, 20);
+        // A late header that comes in two inputs: each drops at most what it held (the
+        // first input's bytes were taken as a header when they came).
+        let late = x.handle_input(t0, &reply[..4]);
+        assert_eq!((late.ended.is_none(), late.dropped), (true, 0));
+        assert_eq!(x.handle_input(t0, &reply[4..]).dropped, reply.len() - 4);
         let tid2 = u16::from_be_bytes([f2.as_bytes()[0], f2.as_bytes()[1]]);
         let mut now_reply = tid2.to_be_bytes().to_vec();
         now_reply.extend_from_slice(&reply[2..]);
