@@ -304,3 +304,42 @@ fn retention_rolls_up_to_hours_and_bounds_the_file() {
             .is_empty()
     );
 }
+
+/// A write that fails inside its transaction (here at the roll-up's bookkeeping, as a full
+/// disk fails at COMMIT) leaves the roll-up point where the file has it: when the failed
+/// intervals are never written (dropped after waiting too long), the hour they began in is
+/// still rolled up from what was committed before.
+#[test]
+fn a_failed_write_does_not_move_the_roll_up_point() {
+    let d = Dir::new("rollback");
+    let f = d.file("h.sqlite");
+    let mut w = Writer::create_new(&f, 60, Retention::default()).unwrap();
+    let batch = |minute: i64| Batch {
+        start: T0 + minute * 60,
+        samples: vec![pzem::history::recorder::Sample {
+            service: GRID.into(),
+            path: "/Ac/Power",
+            quantity: Quantity::Power,
+            t: T0 + minute * 60,
+            value: 1000.0,
+        }],
+    };
+    for minute in 0..30 {
+        w.write(&[batch(minute)]).unwrap();
+    }
+    // Minutes 30-59 fail: after the roll-up ran in their transaction.
+    let c = sqlite(&f);
+    c.execute_batch("CREATE TRIGGER full BEFORE UPDATE ON meta BEGIN SELECT RAISE(ABORT, 'disk full'); END;")
+        .unwrap();
+    let failed: Vec<Batch> = (30..60).map(batch).collect();
+    assert!(w.write(&failed).is_err());
+    c.execute_batch("DROP TRIGGER full;").unwrap();
+    // The next hour is written; minutes 30-59 never are.
+    for minute in 60..120 {
+        w.write(&[batch(minute)]).unwrap();
+    }
+    let n: Option<i64> = c
+        .query_row("SELECT n FROM hour WHERE t = ?1", [T0], |r| r.get(0))
+        .unwrap_or(None);
+    assert_eq!(n, Some(30), "hour 0 is rolled up from its 30 committed minutes");
+}

@@ -382,6 +382,10 @@ impl Writer {
             .map(|b| b.start)
             .min()
             .unwrap_or(latest);
+        // What is rolled up, as of the last commit: a failed write must not move it on, or
+        // the hour it failed in would never be rolled up (and its raw samples would
+        // later be deleted as if it had been).
+        let rolled_before = self.rolled_to;
         self.conn.execute_batch("BEGIN IMMEDIATE")?;
         let result = self
             .write_in_transaction(batches, earliest, latest)
@@ -395,8 +399,10 @@ impl Writer {
                 // Also after a failed COMMIT, which SQLite may leave open (busy): the
                 // next write must be able to begin.
                 let _ = self.conn.execute_batch("ROLLBACK");
-                // Series created in the failed transaction are gone again.
+                // Series created in the failed transaction are gone again, and the
+                // roll-up point is where the file has it.
                 self.ids.clear();
+                self.rolled_to = rolled_before;
                 Err(e)
             }
         }
