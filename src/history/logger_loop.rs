@@ -131,7 +131,12 @@ fn follow(
     poll.set_wait_mask(wait_mask);
     let mut events = Vec::new();
     let mut backlog = Backlog::default();
-    while !stop.load(Ordering::Relaxed) {
+    // Ends with the stop (`Ok`) or a failed bus; either way the intervals waiting get one
+    // last write below.
+    let ended: Result<(), BusError> = loop {
+        if stop.load(Ordering::Relaxed) {
+            break Ok(());
+        }
         poll.clear();
         let w = client.watch();
         poll.push(w.fd, 0, w.read, w.write);
@@ -141,10 +146,12 @@ fn follow(
             Duration::from_millis(u64::try_from(recorder.deadline() - now_ms()).unwrap_or(0))
         };
         if let Err(e) = poll.wait(Some(timeout)) {
-            return Err(BusError::Io(e));
+            break Err(BusError::Io(e));
         }
         events.clear();
-        client.poll_events(&mut events)?;
+        if let Err(e) = client.poll_events(&mut events) {
+            break Err(e);
+        }
         for event in events.drain(..) {
             let now = now_ms();
             match event {
@@ -186,16 +193,24 @@ fn follow(
             let outcome = backlog.write(|b| writer.write(b));
             report(&outcome, writer.path());
         }
+    };
+    match &ended {
+        Ok(()) => log::info!("stopping"),
+        // The caller logs the error itself.
+        Err(_) => log::info!("stopping: the bus failed"),
     }
-    log::info!("stopping");
     if backlog.waiting() > 0 {
-        let outcome = backlog.write(|b| writer.write(b));
-        report(&outcome, writer.path());
-        if let Written::Failed { waiting, .. } = outcome {
-            log::error!("{waiting} interval(s) not written at the stop: lost");
+        match backlog.write(|b| writer.write(b)) {
+            Written::Failed { error, waiting, .. } => {
+                log::error!(
+                    "{waiting} interval(s) not written at the stop, lost: cannot write {}: {error}",
+                    writer.path().display()
+                );
+            }
+            outcome => report(&outcome, writer.path()),
         }
     }
-    Ok(())
+    ended
 }
 
 /// Finished intervals not written yet (see the module documentation).
@@ -236,7 +251,9 @@ impl Backlog {
     /// Writes every interval waiting with `write`, in one call.
     fn write(&mut self, write: impl FnOnce(&[Batch]) -> Result<(), StoreError>) -> Written {
         if self.batches.iter().all(|b| b.samples.is_empty()) {
+            // Nothing of the failed spell is left to write: it is over.
             self.batches.clear();
+            self.failing = false;
             return Written::Nothing;
         }
         match write(&self.batches) {
@@ -431,5 +448,19 @@ mod tests {
         });
         assert!(matches!(out, Written::Nothing) && !called);
         assert_eq!(b.waiting(), 0);
+        // A failed spell whose waiting intervals turn out empty is over: the next write
+        // is not reported as a recovery.
+        b.push(batch(60, 1));
+        assert!(matches!(b.write(|_| Err(full())), Written::Failed { first: true, .. }));
+        b.batches[0].samples.clear();
+        assert!(matches!(b.write(|_| Ok(())), Written::Nothing));
+        b.push(batch(120, 1));
+        assert!(matches!(
+            b.write(|_| Ok(())),
+            Written::Wrote {
+                intervals: 1,
+                recovered: false
+            }
+        ));
     }
 }

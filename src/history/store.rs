@@ -331,6 +331,10 @@ impl Writer {
             None => meta_set(&conn, "interval", &interval.to_string())?,
         }
         let rolled_to = meta_get(&conn, "rolled_up_to")?.and_then(|v| v.parse().ok());
+        // From now on a write waits for another program's lock at most a quarter of an
+        // interval (and 5 s): pzem-logger retries once an interval, and a write that
+        // blocked its one thread for an interval or more would cost it intervals.
+        conn.busy_timeout(Duration::from_millis((u64::from(interval) * 250).clamp(100, 5000)))?;
         Ok(Writer {
             conn,
             path: path.to_owned(),
