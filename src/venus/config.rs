@@ -134,15 +134,21 @@ impl MeterSpec {
         let name = match rest.trim() {
             "" => None,
             n => {
-                let quoted = n.strip_prefix('"').map(|n| n.strip_suffix('"'));
-                let n = match quoted {
+                let n = match n.strip_prefix('"') {
                     None => n,
-                    Some(Some(inner)) => inner.trim(),
-                    Some(None) => {
-                        return Err(SpecError(format!(
-                            "'{text}': the quoted name has no closing quote (in the config file, # starts a comment)"
-                        )));
-                    }
+                    Some(quoted) => match quoted.find('"') {
+                        Some(end) if end + 1 == quoted.len() => quoted[..end].trim(),
+                        Some(_) => {
+                            return Err(SpecError(format!(
+                                "'{text}': nothing may follow the quoted name's closing quote"
+                            )));
+                        }
+                        None => {
+                            return Err(SpecError(format!(
+                                "'{text}': the quoted name has no closing quote (in the config file, # starts a comment)"
+                            )));
+                        }
+                    },
                 };
                 if !valid_custom_name(n) {
                     return Err(SpecError(format!(
@@ -705,6 +711,10 @@ mod tests {
         assert!(MeterSpec::parse(&format!("6 016 grid {}", "x".repeat(64))).is_ok());
         let e = MeterSpec::parse("7 016 grid \"Pump").unwrap_err();
         assert!(e.0.contains("no closing quote"), "{e}");
+        for bad in ["7 016 grid \"Pump\" spare", "7 016 grid \"a\"b\""] {
+            let e = MeterSpec::parse(bad).unwrap_err();
+            assert!(e.0.contains("nothing may follow"), "{bad}: {e}");
+        }
         let e = MeterSpec::parse("7 016 grid Pump\t2").unwrap_err();
         assert!(e.0.contains("without tabs"), "{e}");
         // In the file, a name may hold = and (quoted) ].
