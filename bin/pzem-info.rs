@@ -56,7 +56,8 @@ configured meters (no -a), --json prints an array of such documents, one per
 meter, and the exit code is the first failure's. Errors and the confirmation
 prompt go to stderr.
 
-Timeouts: --timeout MS is the reply timeout, 250 ms by default; in --scan it
+Timeouts: --timeout MS is the reply timeout, 250 ms by default (showing the
+configured meters: the file's timeout-ms, if it gives one); in --scan it
 is the time given to each address, 100 ms by default (no retries; addresses
 with garbled replies are checked again). A full scan of 1-247 takes about
 30 s at 9600 baud.";
@@ -79,7 +80,7 @@ struct Cli {
     line: Line,
     target: Target,
     /// Without -a: the meters the config file gives this line, with what it says of each.
-    configured: Vec<(Target, String)>,
+    configured: Configured,
     action: Action,
     json: bool,
     yes: bool,
@@ -209,9 +210,9 @@ fn parse(args: &[String]) -> Result<Parsed, UsageError> {
     };
     let typed = m.opt_str("type").map(|t| opt::parse_model(&t)).transpose()?;
     let model = typed.unwrap_or(ModelChoice::Auto);
-    let configured = match (action, m.opt_str("address")) {
+    let (configured, configured_timeout) = match (action, m.opt_str("address")) {
         (Action::Show, None) => configured_meters(m.opt_str("config").as_deref(), &line, typed)?,
-        _ => Vec::new(),
+        _ => (Vec::new(), None),
     };
     let timeout = m.opt_str("timeout").map(|t| opt::parse_timeout(&t)).transpose()?;
     let yes = m.opt_present("yes");
@@ -227,20 +228,24 @@ fn parse(args: &[String]) -> Result<Parsed, UsageError> {
         action,
         json: m.opt_present("json"),
         yes,
-        timeout: timeout.unwrap_or(DEFAULT_TIMEOUT),
+        timeout: timeout.or(configured_timeout).unwrap_or(DEFAULT_TIMEOUT),
         scan_timeout: timeout.unwrap_or(actions::SCAN_TIMEOUT),
     }))
 }
 
+/// Configured meters, each with a note of what the file says of it.
+type Configured = Vec<(Target, String)>;
+
 /// The meters the config file gives `line`, each with a note of what the file says
-/// (role and name), as pzem-dbus reads them; `typed` (-t) replaces their models.
+/// (role and name), and its reply timeout, as pzem-dbus reads them; `typed` (-t)
+/// replaces their models.
 fn configured_meters(
     explicit: Option<&str>,
     line: &Line,
     typed: Option<ModelChoice>,
-) -> Result<Vec<(Target, String)>, UsageError> {
+) -> Result<(Configured, Option<Duration>), UsageError> {
     let Some((path, text)) = read_config(explicit).map_err(usage)? else {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), None));
     };
     let names = config_names(line);
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
@@ -267,7 +272,8 @@ fn configured_meters(
             targets.push((target, note));
         }
     }
-    Ok(targets)
+    let timeout = port.timeout.filter(|_| !targets.is_empty());
+    Ok((targets, timeout))
 }
 
 /// Ask on the terminal before resetting the counter.

@@ -854,10 +854,11 @@ fn without_an_address_the_configured_meters_are_shown() {
     // A configured meter that does not answer: the others are shown, exit 3.
     std::fs::write(
         &conf,
-        format!("[meters {port}]\n1 016 grid\n9 016 acload\n7 014 acload\n"),
+        format!("[meters {port}]\ntimeout-ms = 50\n1 016 grid\n9 016 acload\n7 014 acload\n"),
     )
     .unwrap();
-    let out = pzem_info(&["-d", &tty, "-c", conf_arg, "--timeout", "50", "--json"]);
+    // (With the section's reply timeout.)
+    let out = pzem_info(&["-d", &tty, "-c", conf_arg, "--json"]);
     assert_eq!(out.code, 3, "{out:?}");
     let docs = out.json();
     let oks: Vec<bool> = docs
@@ -868,7 +869,10 @@ fn without_an_address_the_configured_meters_are_shown() {
         .collect();
     assert_eq!(oks, [true, false, true]);
     assert_eq!(docs[1]["error"]["address"], 9);
-    assert!(out.stderr.contains("no answer from address 9"), "{out:?}");
+    assert!(
+        out.stderr.contains("no answer from address 9") && out.stderr.contains("within 50 ms"),
+        "{out:?}"
+    );
 
     std::fs::write(&conf, "1 016 grid\n2 016 grod\n").unwrap();
     let out = pzem_info(&["-d", &tty, "-c", conf_arg]);
