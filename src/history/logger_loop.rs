@@ -203,7 +203,7 @@ fn follow(
         match backlog.write(|b| writer.write(b)) {
             Written::Failed { error, waiting, .. } => {
                 log::error!(
-                    "{waiting} interval(s) not written at the stop, lost: cannot write {}: {error}",
+                    "{waiting} interval(s) not written at the stop, lost: cannot write {}: {error} ({FIX})",
                     writer.path().display()
                 );
             }
@@ -278,6 +278,9 @@ impl Backlog {
     }
 }
 
+/// What to do when the history cannot be written.
+const FIX: &str = "free space on its file system (df -h /data), or stop the program that holds the file";
+
 /// Logs what a write of the backlog did to `path`.
 fn report(outcome: &Written, path: &std::path::Path) {
     match outcome {
@@ -298,7 +301,7 @@ fn report(outcome: &Written, path: &std::path::Path) {
             if *first {
                 log::error!(
                     "cannot write the history to {}: {error}; the intervals wait in memory (at most {MAX_PENDING}) \
-                     until it can be written, and are lost if pzem-logger is killed before",
+                     until it can be written, and are lost if pzem-logger is killed before ({FIX})",
                     path.display()
                 );
             } else {
