@@ -3,7 +3,10 @@
 //! served by the project's simulator), publishing on a private dbus-daemon with the
 //! localsettings double and a monitor client subscribed to everything; and, measured the same
 //! way in the same run, `examples/floor_loop.rs`, the least a program can do to poll the same
-//! meters (libc calls only: write, ppoll, read, ppoll).
+//! meters (libc calls only: write, ppoll, read, ppoll); and the same floor with `--publish`,
+//! which also sends one message of about the size of pzem-dbus's `ItemsChanged` per poll to a
+//! process that reads it (the least a program can do to publish each reading: the bus
+//! daemon's part, like the reader's, is counted nowhere).
 //!
 //! A meter poll is one read request answered by the simulator (its request count; with no
 //! faults configured every request is answered). Figures, per meter poll:
@@ -22,7 +25,8 @@
 //!   (`-i 0`, back to back; or the smallest interval pzem-dbus accepts, which the output
 //!   says) on a simulator without pacing (`Pacing::NONE`), where many polls accumulate
 //!   enough ticks. The tick count is printed with the result.
-//! - Peak RSS (VmHWM of /proc/PID/status) after the 1 Hz windows.
+//! - Peak RSS (VmHWM of /proc/PID/status) after the 1 Hz windows, and the private part of
+//!   the resident memory then (smaps_rollup: what no other process shares).
 //! - Instructions under callgrind (counters zeroed after start-up with `callgrind_control
 //!   -z`, dumped with `-d`), at 1 Hz on the paced simulator. For pzem-dbus this includes
 //!   building and sending the `ItemsChanged` each poll causes; the daemon's work is not
@@ -58,6 +62,10 @@ const METERS: [(Model, u8, &str); 4] = [
     (Model::Pzem017, 3, "3:017:dcsource"),
     (Model::Pzem017, 4, "4:017:dcload"),
 ];
+
+/// The message the publishing floor sends per poll, in bytes: about the size of
+/// pzem-dbus's `ItemsChanged` on this line (264–656 bytes under strace, 430 on average).
+const PUBLISH_BYTES: usize = 512;
 
 /// How long the line must be quiet, after a request, for a 1 Hz window to start or end
 /// between cycles (a cycle takes ≈ 0.2 s, a poll ≈ 50 ms).
@@ -136,6 +144,8 @@ impl SimLine {
 enum Program {
     PzemDbus,
     FloorLoop,
+    /// The floor plus one `send(2)` per poll to a reading process (`--publish`).
+    FloorPublish,
 }
 
 impl Program {
@@ -143,6 +153,7 @@ impl Program {
         match self {
             Program::PzemDbus => "pzem-dbus",
             Program::FloorLoop => "floor_loop",
+            Program::FloorPublish => "floor_publish",
         }
     }
 }
@@ -186,6 +197,15 @@ impl Run {
                 (Some(rig), args)
             }
             Program::FloorLoop => (None, vec![line.tty.clone(), interval]),
+            Program::FloorPublish => (
+                None,
+                vec![
+                    line.tty.clone(),
+                    interval,
+                    "--publish".into(),
+                    PUBLISH_BYTES.to_string(),
+                ],
+            ),
         };
         let log = dir.path().join(format!("{}.log", subject.program.name()));
         let proc = match callgrind_out {
@@ -340,6 +360,14 @@ impl Run {
             key,
         )
     }
+
+    /// The resident memory no other process maps (`Private_Clean` + `Private_Dirty` of
+    /// /proc/PID/smaps_rollup), in kB: what the program adds to the machine's memory; the
+    /// rest of its RSS (libc, the loader) is the same pages every process shares.
+    fn private_kb(&self) -> u64 {
+        let rollup = std::fs::read_to_string(format!("/proc/{}/smaps_rollup", self.pid())).unwrap();
+        status_field(&rollup, "Private_Clean:") + status_field(&rollup, "Private_Dirty:")
+    }
 }
 
 /// The number after `key` in a /proc status text (a trailing `kB` is dropped); 0 if absent.
@@ -447,6 +475,7 @@ struct OneHertz {
     syscalls: Option<SyscallCount>,
     peak_rss_kb: u64,
     rss_kb: u64,
+    private_kb: u64,
 }
 
 /// The 1 Hz run: CPU and context switches over `seconds`, then system calls over
@@ -464,6 +493,7 @@ fn one_hertz(subject: &Subject, seconds: u64, strace_seconds: Option<u64>) -> On
         syscalls,
         peak_rss_kb: run.status_kb("VmHWM:"),
         rss_kb: run.status_kb("VmRSS:"),
+        private_kb: run.private_kb(),
     }
 }
 
@@ -539,6 +569,7 @@ fn callgrind(subject: &Subject, seconds: u64, keep: Option<&Path>) -> (u64, u64)
     let out_name = match subject.program {
         Program::PzemDbus => "callgrind.out",
         Program::FloorLoop => "floor_loop.callgrind.out",
+        Program::FloorPublish => "floor_publish.callgrind.out",
     };
     let mut run = Run::start(subject, Pacing::real(StopBits::Two), 1000, Some(out_name));
     let pid = run.pid().to_string();
@@ -676,8 +707,10 @@ struct Options {
     keep: Option<PathBuf>,
 }
 
-/// A row of the result table: figure, pzem-dbus, floor, ratio, target, met.
-fn row(figure: &str, pzem: Option<f64>, floor: Option<f64>, unit: &str, target: &str, met: Option<bool>) {
+/// A row of the result table: figure; pzem-dbus, the floor and the publishing floor with
+/// pzem-dbus's ratio to each; target; and whether pzem-dbus meets it (`met` of the three
+/// values, when pzem-dbus's was measured).
+fn row(figure: &str, values: [Option<f64>; 3], unit: &str, target: &str, met: Option<fn([f64; 3]) -> bool>) {
     let show = |v: Option<f64>| match v {
         None => "—".to_string(),
         Some(v) if v >= 1000.0 => format!("{} {unit}", thousands(v.round() as u64)),
@@ -685,19 +718,27 @@ fn row(figure: &str, pzem: Option<f64>, floor: Option<f64>, unit: &str, target: 
         Some(v) if v >= 10.0 => format!("{v:.1} {unit}"),
         Some(v) => format!("{v:.2} {unit}"),
     };
-    let ratio = match (pzem, floor) {
+    let ratio = |other: Option<f64>| match (values[0], other) {
         (Some(p), Some(f)) if f > 0.0 => format!("{:.2}", p / f),
         _ => "—".into(),
     };
-    let met = match met {
-        None => "—",
-        Some(true) => "yes",
-        Some(false) => "**no**",
+    let met = match (met, values[0]) {
+        (Some(check), Some(p)) => {
+            if check([p, values[1].unwrap_or(f64::NAN), values[2].unwrap_or(f64::NAN)]) {
+                "yes"
+            } else {
+                "**no**"
+            }
+        }
+        _ => "—",
     };
     println!(
-        "| {figure:<44} | {:>14} | {:>14} | {ratio:>6} | {target:<14} | {met:<6} |",
-        show(pzem).trim(),
-        show(floor).trim()
+        "| {figure:<44} | {:>12} | {:>12} | {:>6} | {:>12} | {:>6} | {target:<14} | {met:<6} |",
+        show(values[0]).trim(),
+        show(values[1]).trim(),
+        ratio(values[1]),
+        show(values[2]).trim(),
+        ratio(values[2]),
     );
 }
 
@@ -714,108 +755,101 @@ fn thousands(n: u64) -> String {
     out
 }
 
-fn report(pzem: &Figures, floor: &Figures, shortest_interval: u64) {
+fn report(pzem: &Figures, floor: &Figures, send: &Figures, shortest_interval: u64) {
     let hz = clock_ticks_per_s();
-    let (p1, f1) = (&pzem.one_hertz, &floor.one_hertz);
-    println!();
-    println!("Per meter poll; 4 meters (2 × PZEM-016, 2 × PZEM-017) on one simulated line.");
     println!();
     println!(
-        "| {:<44} | {:>14} | {:>14} | {:>6} | {:<14} | {:<6} |",
-        "figure", "pzem-dbus", "floor", "ratio", "target", "met"
+        "Per meter poll; 4 meters (2 × PZEM-016, 2 × PZEM-017) on one simulated line. \
+         floor + send: the floor with one {PUBLISH_BYTES}-byte send(2) per poll to a reading process."
+    );
+    println!();
+    println!(
+        "| {:<44} | {:>12} | {:>12} | {:>6} | {:>12} | {:>6} | {:<14} | {:<6} |",
+        "figure", "pzem-dbus", "floor", "ratio", "floor + send", "ratio", "target", "met"
     );
     println!(
-        "|{:-<46}|{:->16}|{:->16}|{:->8}|{:-<16}|{:-<8}|",
-        "", "", "", "", "", ""
+        "|{:-<46}|{:->14}|{:->14}|{:->8}|{:->14}|{:->8}|{:-<16}|{:-<8}|",
+        "", "", "", "", "", "", "", ""
     );
-    let cpu = (p1.cpu.cpu_us_per_poll(), f1.cpu.cpu_us_per_poll());
+    let all = [pzem, floor, send];
+    let of = |value: fn(&Figures) -> Option<f64>| all.map(value);
+    let ticks_us = |f: &Figures, ticks: fn(&Window) -> u64| Some(f.high_rate.ticks_us_per_poll(ticks(&f.high_rate)));
     row(
         "CPU, all threads (1 Hz, schedstat)",
-        Some(cpu.0),
-        Some(cpu.1),
+        of(|f| Some(f.one_hertz.cpu.cpu_us_per_poll())),
         "µs",
         "≤ 1.2× floor",
-        Some(cpu.0 <= TARGET_CPU_RATIO * cpu.1),
-    );
-    let (ph, fh) = (&pzem.high_rate, &floor.high_rate);
-    let utime = (
-        ph.ticks_us_per_poll(ph.utime_ticks),
-        fh.ticks_us_per_poll(fh.utime_ticks),
+        Some(|v| v[0] <= TARGET_CPU_RATIO * v[1]),
     );
     row(
         "user CPU, utime (high rate †)",
-        Some(utime.0),
-        Some(utime.1),
+        all.map(|f| ticks_us(f, |w| w.utime_ticks)),
         "µs",
         "≤ 15 µs",
-        Some(utime.0 <= TARGET_UTIME_US),
+        Some(|v| v[0] <= TARGET_UTIME_US),
     );
     row(
         "kernel CPU, stime (high rate †)",
-        Some(ph.ticks_us_per_poll(ph.stime_ticks)),
-        Some(fh.ticks_us_per_poll(fh.stime_ticks)),
+        all.map(|f| ticks_us(f, |w| w.stime_ticks)),
         "µs",
         "",
         None,
     );
     row(
         "CPU, all threads (high rate †, schedstat)",
-        Some(ph.cpu_us_per_poll()),
-        Some(fh.cpu_us_per_poll()),
+        of(|f| Some(f.high_rate.cpu_us_per_poll())),
         "µs",
         "",
         None,
     );
-    let sys = (pzem.syscalls_per_poll(), floor.syscalls_per_poll());
     row(
         "system calls (1 Hz, strace -f -c)",
-        sys.0,
-        sys.1,
+        of(Figures::syscalls_per_poll),
         "",
         "≤ 6",
-        sys.0.map(|s| s <= TARGET_SYSCALLS),
+        Some(|v| v[0] <= TARGET_SYSCALLS),
     );
-    let vol = (p1.cpu.per_poll(p1.cpu.voluntary), f1.cpu.per_poll(f1.cpu.voluntary));
     row(
         "voluntary context switches (1 Hz)",
-        Some(vol.0),
-        Some(vol.1),
+        of(|f| Some(f.one_hertz.cpu.per_poll(f.one_hertz.cpu.voluntary))),
         "",
         "≤ 3",
-        Some(vol.0 <= TARGET_VOLUNTARY_SWITCHES),
+        Some(|v| v[0] <= TARGET_VOLUNTARY_SWITCHES),
     );
     row(
         "nonvoluntary context switches (1 Hz)",
-        Some(p1.cpu.per_poll(p1.cpu.nonvoluntary)),
-        Some(f1.cpu.per_poll(f1.cpu.nonvoluntary)),
+        of(|f| Some(f.one_hertz.cpu.per_poll(f.one_hertz.cpu.nonvoluntary))),
         "",
         "",
         None,
     );
     row(
         "peak RSS, VmHWM (whole process)",
-        Some(p1.peak_rss_kb as f64),
-        Some(f1.peak_rss_kb as f64),
+        of(|f| Some(f.one_hertz.peak_rss_kb as f64)),
         "kB",
         "≤ 2,048 kB",
-        Some(p1.peak_rss_kb as f64 <= TARGET_PEAK_RSS_KB),
+        Some(|v| v[0] <= TARGET_PEAK_RSS_KB),
     );
-    let ir = (pzem.instructions_per_poll(), floor.instructions_per_poll());
+    row(
+        "private memory (smaps_rollup)",
+        of(|f| Some(f.one_hertz.private_kb as f64)),
+        "kB",
+        "",
+        None,
+    );
     row(
         "instructions (1 Hz, callgrind)",
-        ir.0,
-        ir.1,
+        of(Figures::instructions_per_poll),
         "",
         "≤ 40,000",
-        ir.0.map(|i| i <= TARGET_INSTRUCTIONS),
+        Some(|v| v[0] <= TARGET_INSTRUCTIONS),
     );
     row(
         "bus efficiency (paced, shortest interval ‡)",
-        Some(pzem.efficiency.1),
-        Some(floor.efficiency.1),
+        of(|f| Some(f.efficiency.1)),
         "",
         "≥ 0.95",
-        Some(pzem.efficiency.1 >= TARGET_BUS_EFFICIENCY),
+        Some(|v| v[0] >= TARGET_BUS_EFFICIENCY),
     );
     println!();
     let fallback = if shortest_interval > 0 {
@@ -827,7 +861,8 @@ fn report(pzem: &Figures, floor: &Figures, shortest_interval: u64) {
         String::new()
     };
     println!("† unpaced simulator, pzem-dbus -i {shortest_interval}, floor interval 0{fallback}:");
-    for (name, w) in [("pzem-dbus", ph), ("floor", fh)] {
+    let named = [("pzem-dbus", pzem), ("floor", floor), ("floor + send", send)];
+    for (name, w) in named.map(|(n, f)| (n, &f.high_rate)) {
         println!(
             "  {name}: {} polls in {:.1} s ({:.0} /s); utime {} ticks, stime {} ticks at {hz} Hz \
              (±1 tick = ±{:.1} µs per poll)",
@@ -844,7 +879,7 @@ fn report(pzem: &Figures, floor: &Figures, shortest_interval: u64) {
          {:.1} ms (request + 10 ms turnaround + reply + 3.5-character gap, 9600 8N2, per meter)",
         cycle_wire_time_us() as f64 / 1000.0
     );
-    for (name, (w, e)) in [("pzem-dbus", &pzem.efficiency), ("floor", &floor.efficiency)] {
+    for (name, (w, e)) in named.map(|(n, f)| (n, &f.efficiency)) {
         println!(
             "  {name}: {} polls in {:.2} s → measured cycle {:.1} ms, efficiency {e:.3}",
             w.polls,
@@ -853,7 +888,7 @@ fn report(pzem: &Figures, floor: &Figures, shortest_interval: u64) {
         );
     }
     println!("1 Hz windows (paced simulator, -i 1000):");
-    for (name, f) in [("pzem-dbus", p1), ("floor", f1)] {
+    for (name, f) in named.map(|(n, f)| (n, &f.one_hertz)) {
         println!(
             "  {name}: CPU window {} polls in {:.1} s ({} ItemsChanged received), CPU share {:.3} % \
              of one core; RSS now {} kB",
@@ -867,22 +902,25 @@ fn report(pzem: &Figures, floor: &Figures, shortest_interval: u64) {
             println!("  {name}: strace window {} polls, {} system calls", s.polls, s.total());
         }
     }
-    for (name, f) in [("pzem-dbus", pzem), ("floor", floor)] {
+    for (name, f) in named {
         if let Some((ir, polls)) = f.instructions {
             println!("  {name}: callgrind {} Ir over {polls} polls", thousands(ir));
         }
     }
-    if let (Some(ps), Some(fs)) = (&p1.syscalls, &f1.syscalls) {
+    let counts = all.map(|f| f.one_hertz.syscalls.as_ref());
+    if let [Some(ps), Some(fs), Some(ss)] = counts {
         println!();
         println!("System calls per meter poll by name (1 Hz, strace -f -c):");
         println!();
-        println!("| {:<20} | {:>9} | {:>9} |", "syscall", "pzem-dbus", "floor");
-        println!("|{:-<22}|{:->11}|{:->11}|", "", "", "");
-        let mut names: Vec<&String> = ps.by_name.keys().chain(fs.by_name.keys()).collect();
-        names.sort_by(|a, b| {
-            let calls = |n: &String| ps.by_name.get(n).copied().unwrap_or(0) + fs.by_name.get(n).copied().unwrap_or(0);
-            calls(b).cmp(&calls(a)).then(a.cmp(b))
-        });
+        println!(
+            "| {:<20} | {:>9} | {:>9} | {:>12} |",
+            "syscall", "pzem-dbus", "floor", "floor + send"
+        );
+        println!("|{:-<22}|{:->11}|{:->11}|{:->14}|", "", "", "", "");
+        let all_counts = [ps, fs, ss];
+        let calls = |n: &String| -> u64 { all_counts.iter().map(|s| s.by_name.get(n).copied().unwrap_or(0)).sum() };
+        let mut names: Vec<&String> = all_counts.iter().flat_map(|s| s.by_name.keys()).collect();
+        names.sort_by(|a, b| calls(b).cmp(&calls(a)).then(a.cmp(b)));
         names.dedup();
         for n in names {
             let per = |s: &SyscallCount| {
@@ -890,13 +928,15 @@ fn report(pzem: &Figures, floor: &Figures, shortest_interval: u64) {
                     .get(n)
                     .map_or("—".to_string(), |&c| format!("{:.2}", s.per_poll(c)))
             };
-            println!("| {n:<20} | {:>9} | {:>9} |", per(ps), per(fs));
+            println!("| {n:<20} | {:>9} | {:>9} | {:>12} |", per(ps), per(fs), per(ss));
         }
+        let total = |s: &SyscallCount| s.per_poll(s.total());
         println!(
-            "| {:<20} | {:>9.2} | {:>9.2} |",
+            "| {:<20} | {:>9.2} | {:>9.2} | {:>12.2} |",
             "total",
-            ps.per_poll(ps.total()),
-            fs.per_poll(fs.total())
+            total(ps),
+            total(fs),
+            total(ss)
         );
     }
 }
@@ -951,7 +991,12 @@ fn main() {
     );
     let pzem = Figures::measure(&pzem_dbus, shortest_interval, &options);
     let floor_figures = Figures::measure(&floor, 0, &options);
-    report(&pzem, &floor_figures, shortest_interval);
+    let send = Subject {
+        program: Program::FloorPublish,
+        bin: floor.bin.clone(),
+    };
+    let send_figures = Figures::measure(&send, 0, &options);
+    report(&pzem, &floor_figures, &send_figures, shortest_interval);
     if let Some(keep) = &options.keep
         && options.callgrind
     {

@@ -12,6 +12,12 @@
 //! and one `ppoll` with only a timeout until the next request is due. The reply's length
 //! and CRC are checked and nothing else is decoded. It runs until it is killed; it exits
 //! with status 1 when the line fails (the simulator hung up) or the arguments are wrong.
+//!
+//! `--publish BYTES` adds the least a program can do to publish each reading, as pzem-dbus
+//! sends each poll's `ItemsChanged` to the bus daemon: after each good reply, one
+//! non-blocking `send` of `BYTES` bytes on a Unix stream socket whose other end a forked
+//! child reads in a blocking loop (it wakes for each message, as the daemon does, and exits
+//! when the socket closes). Nothing is built or encoded: the bytes are a fixed buffer.
 
 use std::os::unix::ffi::OsStrExt;
 
@@ -185,11 +191,76 @@ fn poll_meter(fd: libc::c_int, meter: &PolledMeter, reply: &mut [u8; 32]) -> boo
     crc16_modbus(reply, len - 2) == u16::from_le_bytes([reply[len - 2], reply[len - 1]])
 }
 
+/// A Unix stream socket whose other end a forked child reads and drops until it closes;
+/// the parent's end.
+fn spawn_reader() -> libc::c_int {
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: socketpair writes two descriptors into the array.
+    if unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    } != 0
+    {
+        fail("socketpair");
+    }
+    // SAFETY: the child only reads, closes and exits (async-signal-safe calls).
+    match unsafe { libc::fork() } {
+        -1 => fail("fork"),
+        0 => {
+            let mut sink = [0u8; 4096];
+            // SAFETY: closing the parent's end in the child; reading into a live buffer.
+            unsafe {
+                libc::close(fds[0]);
+                while libc::read(fds[1], sink.as_mut_ptr().cast(), sink.len()) > 0 {}
+                libc::_exit(0)
+            }
+        }
+        _ => {
+            // SAFETY: the child's end is not used by the parent.
+            unsafe { libc::close(fds[1]) };
+            fds[0]
+        }
+    }
+}
+
+/// Sends all of `message` on `socket` (a full socket counts as a failure: the reader keeps
+/// up with one message a poll).
+fn publish(socket: libc::c_int, message: &[u8]) {
+    // SAFETY: sending from a live buffer on an open socket.
+    let n = unsafe {
+        libc::send(
+            socket,
+            message.as_ptr().cast(),
+            message.len(),
+            libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
+        )
+    };
+    if n != message.len() as isize {
+        fail("send");
+    }
+}
+
+fn usage() -> ! {
+    eprintln!("usage: floor_loop TTY [INTERVAL_MS] [--publish BYTES]  (INTERVAL_MS 0 = back to back; default 1000)");
+    std::process::exit(1)
+}
+
 fn main() {
-    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    let mut publish_bytes = None;
+    if let Some(at) = args.iter().position(|a| a == "--publish") {
+        let Some(n) = args.get(at + 1).and_then(|a| a.to_str()?.parse::<usize>().ok()) else {
+            usage()
+        };
+        publish_bytes = Some(n);
+        args.drain(at..at + 2);
+    }
     let (Some(path), 1..=2) = (args.first(), args.len()) else {
-        eprintln!("usage: floor_loop TTY [INTERVAL_MS]  (0 = back to back; default 1000)");
-        std::process::exit(1)
+        usage()
     };
     let interval_ns: u64 = match args.get(1).map(|a| a.to_str().and_then(|s| s.parse::<u64>().ok())) {
         None => 1_000_000_000,
@@ -204,6 +275,7 @@ fn main() {
         std::process::exit(1)
     };
     let fd = open_line(&path);
+    let publisher = publish_bytes.map(|n| (spawn_reader(), vec![0x55u8; n]));
     let mut reply = [0u8; 32];
     let mut cycle_start = now_ns();
     loop {
@@ -212,6 +284,8 @@ fn main() {
             // never has one; reporting it keeps the CRC check from being optimised away).
             if !poll_meter(fd, meter, &mut reply) {
                 eprintln!("floor_loop: no valid reply from address {}", meter.request[0]);
+            } else if let Some((socket, message)) = &publisher {
+                publish(*socket, message);
             }
             let quiet_until = now_ns() + FRAME_GAP_NS;
             if i + 1 < METERS.len() {
