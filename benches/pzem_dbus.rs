@@ -26,7 +26,8 @@
 //!   says) on a simulator without pacing (`Pacing::NONE`), where many polls accumulate
 //!   enough ticks. The tick count is printed with the result.
 //! - Peak RSS (VmHWM of /proc/PID/status) after the 1 Hz windows, and the private part of
-//!   the resident memory then (smaps_rollup: what no other process shares).
+//!   the resident memory then (smaps_rollup: the pages no other process maps; not for the
+//!   publishing floor, whose forked reader shares its pages).
 //! - Instructions under callgrind (counters zeroed after start-up with `callgrind_control
 //!   -z`, dumped with `-d`), at 1 Hz on the paced simulator. For pzem-dbus this includes
 //!   building and sending the `ItemsChanged` each poll causes; the daemon's work is not
@@ -40,8 +41,9 @@
 //! (`--seconds`: length of the CPU and high-rate windows, default 20; strace and bus
 //! efficiency windows are at most 10 s, callgrind's at most 15 s. `--bin`: measure that
 //! pzem-dbus instead of building the release one. `--keep`: copy the callgrind output
-//! there, for `callgrind_annotate`; pzem-dbus's files are `callgrind.out*`, the floor's
-//! `floor_loop.callgrind.out*`.)
+//! there (made if missing), for `callgrind_annotate`; pzem-dbus's files are
+//! `callgrind.out*`, the floors' `floor_loop.callgrind.out*` and
+//! `floor_publish.callgrind.out*`.)
 
 #[path = "../tests/support/rig.rs"]
 mod rig;
@@ -361,9 +363,10 @@ impl Run {
         )
     }
 
-    /// The resident memory no other process maps (`Private_Clean` + `Private_Dirty` of
-    /// /proc/PID/smaps_rollup), in kB: what the program adds to the machine's memory; the
-    /// rest of its RSS (libc, the loader) is the same pages every process shares.
+    /// The resident pages this process alone maps (`Private_Clean` + `Private_Dirty` of
+    /// /proc/PID/smaps_rollup), in kB: its own code and data, without the libc and loader
+    /// pages other processes map too. Not meaningful for a process that forked (its pages
+    /// are then shared with the child).
     fn private_kb(&self) -> u64 {
         let rollup = std::fs::read_to_string(format!("/proc/{}/smaps_rollup", self.pid())).unwrap();
         status_field(&rollup, "Private_Clean:") + status_field(&rollup, "Private_Dirty:")
@@ -475,7 +478,8 @@ struct OneHertz {
     syscalls: Option<SyscallCount>,
     peak_rss_kb: u64,
     rss_kb: u64,
-    private_kb: u64,
+    /// `None` for the publishing floor, which forked its reader.
+    private_kb: Option<u64>,
 }
 
 /// The 1 Hz run: CPU and context switches over `seconds`, then system calls over
@@ -493,7 +497,7 @@ fn one_hertz(subject: &Subject, seconds: u64, strace_seconds: Option<u64>) -> On
         syscalls,
         peak_rss_kb: run.status_kb("VmHWM:"),
         rss_kb: run.status_kb("VmRSS:"),
-        private_kb: run.private_kb(),
+        private_kb: (subject.program != Program::FloorPublish).then(|| run.private_kb()),
     }
 }
 
@@ -620,6 +624,7 @@ fn callgrind(subject: &Subject, seconds: u64, keep: Option<&Path>) -> (u64, u64)
     let files = dumps(&run);
     drop(run.proc);
     if let Some(keep) = keep {
+        std::fs::create_dir_all(keep).unwrap();
         for f in files {
             std::fs::copy(&f, keep.join(f.file_name().unwrap())).unwrap();
         }
@@ -765,7 +770,7 @@ fn report(pzem: &Figures, floor: &Figures, send: &Figures, shortest_interval: u6
     println!();
     println!(
         "| {:<44} | {:>12} | {:>12} | {:>6} | {:>12} | {:>6} | {:<14} | {:<6} |",
-        "figure", "pzem-dbus", "floor", "ratio", "floor + send", "ratio", "target", "met"
+        "figure", "pzem-dbus", "floor", "÷ floor", "floor + send", "÷ f + s", "target", "met"
     );
     println!(
         "|{:-<46}|{:->14}|{:->14}|{:->8}|{:->14}|{:->8}|{:-<16}|{:-<8}|",
@@ -832,7 +837,7 @@ fn report(pzem: &Figures, floor: &Figures, send: &Figures, shortest_interval: u6
     );
     row(
         "private memory (smaps_rollup)",
-        of(|f| Some(f.one_hertz.private_kb as f64)),
+        of(|f| f.one_hertz.private_kb.map(|kb| kb as f64)),
         "kB",
         "",
         None,
