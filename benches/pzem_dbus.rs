@@ -158,6 +158,12 @@ impl Program {
             Program::FloorPublish => "floor_publish",
         }
     }
+
+    /// Whether it forks a process of its own (the publishing floor's reader), which then
+    /// shares its pages: its private memory says nothing.
+    fn forks(self) -> bool {
+        self == Program::FloorPublish
+    }
 }
 
 /// A program to measure and its binary.
@@ -198,16 +204,13 @@ impl Run {
                 );
                 (Some(rig), args)
             }
-            Program::FloorLoop => (None, vec![line.tty.clone(), interval]),
-            Program::FloorPublish => (
-                None,
-                vec![
-                    line.tty.clone(),
-                    interval,
-                    "--publish".into(),
-                    PUBLISH_BYTES.to_string(),
-                ],
-            ),
+            Program::FloorLoop | Program::FloorPublish => {
+                let mut args = vec![line.tty.clone(), interval];
+                if subject.program == Program::FloorPublish {
+                    args.extend(["--publish".into(), PUBLISH_BYTES.to_string()]);
+                }
+                (None, args)
+            }
         };
         let log = dir.path().join(format!("{}.log", subject.program.name()));
         let proc = match callgrind_out {
@@ -365,8 +368,7 @@ impl Run {
 
     /// The resident pages this process alone maps (`Private_Clean` + `Private_Dirty` of
     /// /proc/PID/smaps_rollup), in kB: its own code and data, without the libc and loader
-    /// pages other processes map too. Not meaningful for a process that forked (its pages
-    /// are then shared with the child).
+    /// pages other processes map too (see [`Program::forks`]).
     fn private_kb(&self) -> u64 {
         let rollup = std::fs::read_to_string(format!("/proc/{}/smaps_rollup", self.pid())).unwrap();
         status_field(&rollup, "Private_Clean:") + status_field(&rollup, "Private_Dirty:")
@@ -478,7 +480,7 @@ struct OneHertz {
     syscalls: Option<SyscallCount>,
     peak_rss_kb: u64,
     rss_kb: u64,
-    /// `None` for the publishing floor, which forked its reader.
+    /// `None` for a program that [forks](Program::forks).
     private_kb: Option<u64>,
 }
 
@@ -497,7 +499,7 @@ fn one_hertz(subject: &Subject, seconds: u64, strace_seconds: Option<u64>) -> On
         syscalls,
         peak_rss_kb: run.status_kb("VmHWM:"),
         rss_kb: run.status_kb("VmRSS:"),
-        private_kb: (subject.program != Program::FloorPublish).then(|| run.private_kb()),
+        private_kb: (!subject.program.forks()).then(|| run.private_kb()),
     }
 }
 
@@ -571,10 +573,10 @@ fn bus_efficiency(subject: &Subject, interval_ms: u64, seconds: u64) -> (Window,
 /// copied to `keep` if given.
 fn callgrind(subject: &Subject, seconds: u64, keep: Option<&Path>) -> (u64, u64) {
     let out_name = match subject.program {
-        Program::PzemDbus => "callgrind.out",
-        Program::FloorLoop => "floor_loop.callgrind.out",
-        Program::FloorPublish => "floor_publish.callgrind.out",
+        Program::PzemDbus => "callgrind.out".to_string(),
+        floor => format!("{}.callgrind.out", floor.name()),
     };
+    let out_name = out_name.as_str();
     let mut run = Run::start(subject, Pacing::real(StopBits::Two), 1000, Some(out_name));
     let pid = run.pid().to_string();
     let control = |flag: &str| {
@@ -712,10 +714,14 @@ struct Options {
     keep: Option<PathBuf>,
 }
 
+/// What a row's target asks of its values (pzem-dbus, floor, floor + send); `None` when a
+/// value it needs was not measured.
+type Check = fn([Option<f64>; 3]) -> Option<bool>;
+
 /// A row of the result table: figure; pzem-dbus, the floor and the publishing floor with
-/// pzem-dbus's ratio to each; target; and whether pzem-dbus meets it (`met` of the three
-/// values, when pzem-dbus's was measured).
-fn row(figure: &str, values: [Option<f64>; 3], unit: &str, target: &str, met: Option<fn([f64; 3]) -> bool>) {
+/// pzem-dbus's ratio to each; target; and whether pzem-dbus meets it (`—` with no target,
+/// or when a value the check needs is missing).
+fn row(figure: &str, values: [Option<f64>; 3], unit: &str, target: &str, met: Option<Check>) {
     let show = |v: Option<f64>| match v {
         None => "—".to_string(),
         Some(v) if v >= 1000.0 => format!("{} {unit}", thousands(v.round() as u64)),
@@ -727,15 +733,10 @@ fn row(figure: &str, values: [Option<f64>; 3], unit: &str, target: &str, met: Op
         (Some(p), Some(f)) if f > 0.0 => format!("{:.2}", p / f),
         _ => "—".into(),
     };
-    let met = match (met, values[0]) {
-        (Some(check), Some(p)) => {
-            if check([p, values[1].unwrap_or(f64::NAN), values[2].unwrap_or(f64::NAN)]) {
-                "yes"
-            } else {
-                "**no**"
-            }
-        }
-        _ => "—",
+    let met = match met.and_then(|check| check(values)) {
+        None => "—",
+        Some(true) => "yes",
+        Some(false) => "**no**",
     };
     println!(
         "| {figure:<44} | {:>12} | {:>12} | {:>6} | {:>12} | {:>6} | {target:<14} | {met:<6} |",
@@ -776,26 +777,26 @@ fn report(pzem: &Figures, floor: &Figures, send: &Figures, shortest_interval: u6
         "|{:-<46}|{:->14}|{:->14}|{:->8}|{:->14}|{:->8}|{:-<16}|{:-<8}|",
         "", "", "", "", "", "", "", ""
     );
-    let all = [pzem, floor, send];
+    let named = [("pzem-dbus", pzem), ("floor", floor), ("floor + send", send)];
+    let all = named.map(|(_, f)| f);
     let of = |value: fn(&Figures) -> Option<f64>| all.map(value);
-    let ticks_us = |f: &Figures, ticks: fn(&Window) -> u64| Some(f.high_rate.ticks_us_per_poll(ticks(&f.high_rate)));
     row(
         "CPU, all threads (1 Hz, schedstat)",
         of(|f| Some(f.one_hertz.cpu.cpu_us_per_poll())),
         "µs",
         "≤ 1.2× floor",
-        Some(|v| v[0] <= TARGET_CPU_RATIO * v[1]),
+        Some(|v| Some(v[0]? <= TARGET_CPU_RATIO * v[1]?)),
     );
     row(
         "user CPU, utime (high rate †)",
-        all.map(|f| ticks_us(f, |w| w.utime_ticks)),
+        of(|f| Some(f.high_rate.ticks_us_per_poll(f.high_rate.utime_ticks))),
         "µs",
         "≤ 15 µs",
-        Some(|v| v[0] <= TARGET_UTIME_US),
+        Some(|v| Some(v[0]? <= TARGET_UTIME_US)),
     );
     row(
         "kernel CPU, stime (high rate †)",
-        all.map(|f| ticks_us(f, |w| w.stime_ticks)),
+        of(|f| Some(f.high_rate.ticks_us_per_poll(f.high_rate.stime_ticks))),
         "µs",
         "",
         None,
@@ -812,14 +813,14 @@ fn report(pzem: &Figures, floor: &Figures, send: &Figures, shortest_interval: u6
         of(Figures::syscalls_per_poll),
         "",
         "≤ 6",
-        Some(|v| v[0] <= TARGET_SYSCALLS),
+        Some(|v| Some(v[0]? <= TARGET_SYSCALLS)),
     );
     row(
         "voluntary context switches (1 Hz)",
         of(|f| Some(f.one_hertz.cpu.per_poll(f.one_hertz.cpu.voluntary))),
         "",
         "≤ 3",
-        Some(|v| v[0] <= TARGET_VOLUNTARY_SWITCHES),
+        Some(|v| Some(v[0]? <= TARGET_VOLUNTARY_SWITCHES)),
     );
     row(
         "nonvoluntary context switches (1 Hz)",
@@ -833,7 +834,7 @@ fn report(pzem: &Figures, floor: &Figures, send: &Figures, shortest_interval: u6
         of(|f| Some(f.one_hertz.peak_rss_kb as f64)),
         "kB",
         "≤ 2,048 kB",
-        Some(|v| v[0] <= TARGET_PEAK_RSS_KB),
+        Some(|v| Some(v[0]? <= TARGET_PEAK_RSS_KB)),
     );
     row(
         "private memory (smaps_rollup)",
@@ -847,14 +848,14 @@ fn report(pzem: &Figures, floor: &Figures, send: &Figures, shortest_interval: u6
         of(Figures::instructions_per_poll),
         "",
         "≤ 40,000",
-        Some(|v| v[0] <= TARGET_INSTRUCTIONS),
+        Some(|v| Some(v[0]? <= TARGET_INSTRUCTIONS)),
     );
     row(
         "bus efficiency (paced, shortest interval ‡)",
         of(|f| Some(f.efficiency.1)),
         "",
         "≥ 0.95",
-        Some(|v| v[0] >= TARGET_BUS_EFFICIENCY),
+        Some(|v| Some(v[0]? >= TARGET_BUS_EFFICIENCY)),
     );
     println!();
     let fallback = if shortest_interval > 0 {
@@ -866,7 +867,6 @@ fn report(pzem: &Figures, floor: &Figures, send: &Figures, shortest_interval: u6
         String::new()
     };
     println!("† unpaced simulator, pzem-dbus -i {shortest_interval}, floor interval 0{fallback}:");
-    let named = [("pzem-dbus", pzem), ("floor", floor), ("floor + send", send)];
     for (name, w) in named.map(|(n, f)| (n, &f.high_rate)) {
         println!(
             "  {name}: {} polls in {:.1} s ({:.0} /s); utime {} ticks, stime {} ticks at {hz} Hz \

@@ -2,12 +2,12 @@
 //! four meters (PZEM-016 at addresses 1 and 2, PZEM-017 at 3 and 4) on a serial line, written
 //! with nothing but libc calls, so that pzem-dbus's cost can be put next to it.
 //!
-//! `floor_loop TTY [INTERVAL_MS] [--publish BYTES]` opens `TTY`, sets it raw 9600 8N2 with termios, and polls
-//! the meters round-robin as pzem-dbus does: a cycle visits each meter once, back to back
-//! with the 3.5-character Modbus-RTU silence between frames, and the next cycle starts
-//! `INTERVAL_MS` (default 1000; 0 = at once) after the previous one started. One meter poll
-//! is `write` of the 8-byte read request (function 0x04 from register 0: 10 registers for
-//! AC, 8 for DC), `ppoll` until the reply is readable, `read` until the whole reply is in
+//! `floor_loop TTY [INTERVAL_MS] [--publish BYTES]` opens `TTY`, sets it raw 9600 8N2 with
+//! termios, and polls the meters round-robin as pzem-dbus does: a cycle visits each meter
+//! once, back to back with the 3.5-character Modbus-RTU silence between frames, and the next
+//! cycle starts `INTERVAL_MS` (default 1000; 0 = at once) after the previous one started. One
+//! meter poll is `write` of the 8-byte read request (function 0x04 from register 0: 10
+//! registers for AC, 8 for DC), `ppoll` until the reply is readable, `read` until the whole reply is in
 //! (25 bytes AC, 21 bytes DC; a reply arriving in parts takes more `ppoll`/`read` pairs),
 //! and one `ppoll` with only a timeout until the next request is due. The reply's length
 //! and CRC are checked and nothing else is decoded. It runs until it is killed; it exits
@@ -249,7 +249,7 @@ fn publish(socket: libc::c_int, message: &[u8]) {
     // SAFETY: sending from a live buffer on an open socket.
     let n = unsafe { libc::send(socket, message.as_ptr().cast(), message.len(), libc::MSG_NOSIGNAL) };
     if n != message.len() as isize {
-        fail("send");
+        fail("send to the reader (a broken pipe means the forked reader exited)");
     }
 }
 
